@@ -1,0 +1,1 @@
+"""Meter Amazon Bedrock calls and apportion their cost to the principals who make them."""
