@@ -1,0 +1,110 @@
+"""Domain errors and their one mapping to HTTP.
+
+Every error a caller can see is a :class:`ProxyError`: an HTTP status, a short type name
+and a message that never contains secrets or stack traces. Bedrock's own errors keep
+Bedrock's type name and status, so SDK clients raise the exception class they expect.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class ProxyError(Exception):
+    status: int = 500
+    type: str = "InternalServerError"
+
+    def __init__(self, message: str, *, status: int | None = None, type: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+
+    def body(self) -> dict[str, Any]:
+        # "message" at the top level is what botocore reads for rest-json errors;
+        # "error" is this API's documented shape.
+        return {"message": self.message, "error": {"type": self.type, "message": self.message}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.body(), separators=(",", ":"))
+
+
+class BadRequestError(ProxyError):
+    status = 400
+    type = "ValidationException"
+
+
+class PayloadTooLargeError(ProxyError):
+    status = 413
+    type = "PayloadTooLarge"
+
+
+class NotFoundError(ProxyError):
+    status = 404
+    type = "NotFound"
+
+
+class ForbiddenModelError(ProxyError):
+    status = 403
+    type = "ModelNotAllowed"
+
+
+class UnpricedModelError(ProxyError):
+    status = 400
+    type = "UnpricedModel"
+
+
+class BudgetExceededError(ProxyError):
+    status = 429
+    type = "BudgetExceeded"
+
+    def __init__(self, message: str, *, budget_usd: str, spent_usd: str, resets_at: str) -> None:
+        super().__init__(message)
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.resets_at = resets_at
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"].update(budgetUsd=self.budget_usd, spentUsd=self.spent_usd, resetsAt=self.resets_at)
+        return body
+
+
+class UnauthorizedError(ProxyError):
+    status = 401
+    type = "Unauthorized"
+
+
+class BedrockError(ProxyError):
+    """An error Bedrock returned (type and status are Bedrock's own)."""
+
+
+class BedrockTimeoutError(ProxyError):
+    status = 504
+    type = "BedrockTimeout"
+
+
+class BedrockUnavailableError(ProxyError):
+    status = 503
+    type = "BedrockUnavailable"
+
+
+# Bedrock Runtime error shapes and their HTTP status (reference §6). Used when botocore
+# gives no status (it always should) and by the emulator-facing tests.
+BEDROCK_ERROR_STATUS: dict[str, int] = {
+    "ValidationException": 400,
+    "ServiceQuotaExceededException": 400,
+    "ConflictException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ModelTimeoutException": 408,
+    "ModelErrorException": 424,
+    "ModelStreamErrorException": 424,
+    "ThrottlingException": 429,
+    "ModelNotReadyException": 429,
+    "InternalServerException": 500,
+    "ServiceUnavailableException": 503,
+}

@@ -1,0 +1,132 @@
+"""Key records in DynamoDB (ApiKeyTable; partition key = hash of the key)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from bedrock_spend import aws
+from bedrock_spend.keys import KeyRecord, KeyStatus
+
+KEY_ID_INDEX = "KeyIdIndex"
+
+
+class KeyStoreError(RuntimeError):
+    pass
+
+
+class KeyExistsError(KeyStoreError):
+    pass
+
+
+def to_item(record: KeyRecord) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "KeyHash": {"S": record.key_hash},
+        "KeyId": {"S": record.key_id},
+        "Username": {"S": record.username},
+        "CreatedAt": {"S": record.created_at.isoformat()},
+        "Status": {"S": record.status},
+    }
+    if record.team:
+        item["Team"] = {"S": record.team}
+    if record.expires_at:
+        item["ExpiresAt"] = {"S": record.expires_at.isoformat()}
+    if record.monthly_budget_usd is not None:
+        item["MonthlyBudgetUsd"] = {"N": str(record.monthly_budget_usd)}
+    if record.allowed_models:
+        item["AllowedModels"] = {"L": [{"S": p} for p in record.allowed_models]}
+    if record.description:
+        item["Description"] = {"S": record.description}
+    if record.revoked_at:
+        item["RevokedAt"] = {"S": record.revoked_at.isoformat()}
+    if record.replaced_by:
+        item["ReplacedBy"] = {"S": record.replaced_by}
+    return item
+
+
+def from_item(item: dict[str, Any]) -> KeyRecord:
+    def s(name: str) -> str | None:
+        value = item.get(name, {}).get("S")
+        return cast(str | None, value)
+
+    def ts(name: str) -> datetime | None:
+        value = s(name)
+        return datetime.fromisoformat(value) if value else None
+
+    budget = item.get("MonthlyBudgetUsd", {}).get("N")
+    status = s("Status") or "active"
+    return KeyRecord(
+        key_hash=s("KeyHash") or "",
+        key_id=s("KeyId") or "",
+        username=s("Username") or "",
+        created_at=ts("CreatedAt") or datetime.fromtimestamp(0).astimezone(),
+        status=cast(KeyStatus, status if status in ("active", "revoked") else "revoked"),
+        team=s("Team"),
+        expires_at=ts("ExpiresAt"),
+        monthly_budget_usd=Decimal(budget) if budget is not None else None,
+        allowed_models=tuple(v["S"] for v in item.get("AllowedModels", {}).get("L", []) if "S" in v),
+        description=s("Description") or "",
+        revoked_at=ts("RevokedAt"),
+        replaced_by=s("ReplacedBy"),
+    )
+
+
+class KeyStore:
+    def __init__(self, table_name: str, client: Any | None = None) -> None:
+        self.table_name = table_name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("dynamodb")
+        return self._client
+
+    def get_by_hash(self, key_hash: str) -> KeyRecord | None:
+        response = self.client.get_item(TableName=self.table_name, Key={"KeyHash": {"S": key_hash}})
+        item = response.get("Item")
+        return from_item(item) if item else None
+
+    def get_by_id(self, key_id: str) -> KeyRecord | None:
+        response = self.client.query(
+            TableName=self.table_name,
+            IndexName=KEY_ID_INDEX,
+            KeyConditionExpression="KeyId = :id",
+            ExpressionAttributeValues={":id": {"S": key_id}},
+        )
+        items = response.get("Items", [])
+        if not items:
+            return None
+        # The index projects keys only; read the full record from the table.
+        return self.get_by_hash(items[0]["KeyHash"]["S"])
+
+    def create(self, record: KeyRecord) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=to_item(record),
+                ConditionExpression="attribute_not_exists(KeyHash)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise KeyExistsError("a key with this hash already exists") from exc
+            raise
+
+    def save(self, record: KeyRecord) -> None:
+        """Overwrite an existing record (it must exist: updates never resurrect deleted keys)."""
+        self.client.put_item(
+            TableName=self.table_name,
+            Item=to_item(record),
+            ConditionExpression="attribute_exists(KeyHash)",
+        )
+
+    def scan(self) -> Iterator[KeyRecord]:
+        """Every key record. For the CLI only: never on the request path."""
+        paginator = self.client.get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table_name):
+            for item in page.get("Items", []):
+                yield from_item(item)

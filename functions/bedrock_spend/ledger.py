@@ -1,0 +1,165 @@
+"""The usage ledger (DynamoDB UsageTable): exactly one record per billed call, plus
+per-principal monthly totals kept atomically for budget checks.
+
+Item layout (single table, string keys PK/SK):
+
+    request record  PK=USAGE#<principal>   SK=<requestedAt ISO ms>#<requestId>
+                    GSI1PK=DAY#<yyyy-mm-dd> GSI1SK=<requestedAt>#<requestId>   (reports by day)
+                    ExpiresAt=<epoch s>  (DynamoDB TTL, per-request records only)
+    monthly total   PK=TOTAL#<principal>   SK=MONTH#<yyyy-mm>
+
+The record and the total change in one transaction whose put is conditional on the record
+not existing, so a retried or replayed request id is a no-op and totals never count twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from bedrock_spend import aws
+from bedrock_spend.usage_record import UsageRecord
+
+DAY_INDEX = "GSI1"
+
+
+def record_key(record: UsageRecord) -> dict[str, Any]:
+    stamp = record.requested_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    return {"PK": {"S": f"USAGE#{record.principal_id}"}, "SK": {"S": f"{stamp}#{record.request_id}"}}
+
+
+def total_key(principal_id: str, month: str) -> dict[str, Any]:
+    return {"PK": {"S": f"TOTAL#{principal_id}"}, "SK": {"S": f"MONTH#{month}"}}
+
+
+def _n(value: int | Decimal) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def to_item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
+    usage, cost = record.usage, record.cost
+    when = record.requested_at.astimezone(UTC)
+    item: dict[str, Any] = {
+        **record_key(record),
+        "GSI1PK": {"S": f"DAY#{when.date().isoformat()}"},
+        "GSI1SK": record_key(record)["SK"],
+        "RequestId": {"S": record.request_id},
+        "RequestedAt": {"S": when.isoformat(timespec="milliseconds")},
+        "PrincipalId": {"S": record.principal_id},
+        "KeyId": {"S": record.caller.key_id},
+        "Username": {"S": record.caller.username},
+        "Team": {"S": record.caller.team},
+        "Operation": {"S": record.operation},
+        "ModelId": {"S": record.model_id},
+        "BaseModel": {"S": record.base_model or ""},
+        "Region": {"S": record.region},
+        "InputTokens": _n(usage.input_tokens or 0),
+        "OutputTokens": _n(usage.output_tokens or 0),
+        "CacheReadTokens": _n(usage.cache_read_tokens),
+        "CacheWrite5mTokens": _n(usage.cache_write_5m_tokens),
+        "CacheWrite1hTokens": _n(usage.cache_write_1h_tokens),
+        "Images": _n(usage.images),
+        "UsageSource": {"S": usage.source},
+        "Priced": {"BOOL": cost.priced},
+        "CostMicroUsd": _n(cost.total),
+        "InputCostMicroUsd": _n(cost.input),
+        "OutputCostMicroUsd": _n(cost.output),
+        "CacheReadCostMicroUsd": _n(cost.cache_read),
+        "CacheWriteCostMicroUsd": _n(cost.cache_write),
+        "ImagesCostMicroUsd": _n(cost.images),
+        "PriceBookVersion": {"S": cost.price_book_version},
+        "ExpiresAt": _n(int((when + timedelta(days=ttl_days)).timestamp())),
+    }
+    optional = {
+        "ServiceTier": record.service_tier,
+        "Latency": record.latency,
+        "UnpricedReason": cost.reason,
+        "StreamError": record.stream_error,
+        "ImageVariant": usage.image_variant,
+    }
+    item.update({name: {"S": value} for name, value in optional.items() if value})
+    return item
+
+
+class Ledger:
+    def __init__(self, table_name: str, client: Any | None = None, ttl_days: int = 400) -> None:
+        self.table_name = table_name
+        self.ttl_days = ttl_days
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = aws.client("dynamodb")
+        return self._client
+
+    def record(self, record: UsageRecord) -> bool:
+        """Write the record and add it to its monthly total. False if it was already there."""
+        from botocore.exceptions import ClientError
+
+        usage, cost = record.usage, record.cost
+        values = {
+            ":calls": _n(1),
+            ":unpriced": _n(0 if cost.priced else 1),
+            ":cost": _n(cost.total if cost.priced else Decimal(0)),
+            ":input": _n(usage.input_tokens or 0),
+            ":output": _n(usage.output_tokens or 0),
+            ":cread": _n(usage.cache_read_tokens),
+            ":cwrite": _n(usage.cache_write_tokens),
+            ":images": _n(usage.images),
+        }
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": to_item(record, self.ttl_days),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": total_key(record.principal_id, record.month),
+                            "UpdateExpression": (
+                                "ADD Calls :calls, UnpricedCalls :unpriced, CostMicroUsd :cost, "
+                                "InputTokens :input, OutputTokens :output, CacheReadTokens :cread, "
+                                "CacheWriteTokens :cwrite, Images :images"
+                            ),
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if _is_duplicate(exc):
+                return False
+            raise
+        return True
+
+    def month_spend(self, principal_id: str, month: str) -> Decimal:
+        """Month-to-date priced spend of a principal, in micro-USD (one GetItem)."""
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=total_key(principal_id, month),
+            ProjectionExpression="CostMicroUsd",
+        )
+        value = response.get("Item", {}).get("CostMicroUsd", {}).get("N")
+        return Decimal(value) if value is not None else Decimal(0)
+
+
+def _is_duplicate(exc: Any) -> bool:
+    error = exc.response.get("Error", {})
+    if error.get("Code") != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    # Only the conditional put failing means "already recorded"; anything else is an error.
+    return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"
+
+
+@cache
+def default_ledger(table_name: str, ttl_days: int) -> Ledger:
+    return Ledger(table_name, ttl_days=ttl_days)

@@ -1,0 +1,202 @@
+"""The proxy's use case: check limits, call Bedrock, meter what it billed, record it.
+
+Order matters: every refusal (bad model id, allow-list, unpriced policy, budget) happens
+before Bedrock is called; after Bedrock has answered, nothing may fail the caller or lose
+the usage (see :func:`record_billed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+
+from aws_lambda_powertools import Logger
+
+from bedrock_spend import bedrock, metrics
+from bedrock_spend.errors import (
+    BadRequestError,
+    BudgetExceededError,
+    ForbiddenModelError,
+    ProxyError,
+    UnpricedModelError,
+)
+from bedrock_spend.invoke_request import InvokeRequest
+from bedrock_spend.keys import model_allowed
+from bedrock_spend.ledger import Ledger, default_ledger
+from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_id
+from bedrock_spend.prices import Cost, load_price_book
+from bedrock_spend.profiles import ProfileResolver
+from bedrock_spend.settings import proxy_settings
+from bedrock_spend.usage import Usage, usage_from_invoke
+from bedrock_spend.usage_record import Caller, UsageRecord
+
+logger = Logger(child=True)
+MICRO = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str
+    requested_at: datetime
+
+
+@cache
+def profile_resolver() -> ProfileResolver:
+    from bedrock_spend import aws
+
+    return ProfileResolver(
+        static=proxy_settings().app_profile_models,
+        client_factory=lambda: aws.client("bedrock"),
+    )
+
+
+def ledger() -> Ledger | None:
+    settings = proxy_settings()
+    if not settings.usage_table:
+        return None
+    return default_ledger(settings.usage_table, settings.usage_record_ttl_days)
+
+
+def resolve_model(model_id: str) -> ModelRef:
+    try:
+        ref = parse_model_id(model_id)
+    except InvalidModelIdError as exc:
+        raise BadRequestError(f"invalid modelId: {exc}") from exc
+    return profile_resolver().resolve(ref)
+
+
+def check_before_call(caller: Caller, ref: ModelRef, ctx: RequestContext) -> None:
+    """Every refusal that must happen before Bedrock bills anything."""
+    if not model_allowed(caller.allowed_models, ref.raw, ref.base_model):
+        raise ForbiddenModelError(f"model {ref.raw!r} is not in the allow-list of key {caller.key_id}")
+    settings = proxy_settings()
+    if settings.unpriced_policy == "deny" and not load_price_book().is_priced(ref, region=settings.region):
+        raise UnpricedModelError(
+            f"model {ref.raw!r} has no price in the price book and this deployment refuses unpriced models"
+        )
+    check_budget(caller, ctx)
+
+
+def check_budget(caller: Caller, ctx: RequestContext) -> None:
+    book = ledger()
+    if caller.monthly_budget_usd is None or book is None:
+        return
+    month = ctx.requested_at.astimezone(UTC).strftime("%Y-%m")
+    spent = book.month_spend(caller.principal_id, month) / MICRO
+    if spent >= caller.monthly_budget_usd:
+        metrics.emit_budget_refusal(caller.principal_id)
+        raise BudgetExceededError(
+            f"monthly budget of ${caller.monthly_budget_usd} for {caller.principal_id} is spent "
+            f"(${spent:.6f} so far); it resets on {_next_month(ctx.requested_at)}",
+            budget_usd=str(caller.monthly_budget_usd),
+            spent_usd=f"{spent:.6f}",
+            resets_at=_next_month(ctx.requested_at),
+        )
+
+
+def _next_month(when: datetime) -> str:
+    when = when.astimezone(UTC)
+    year, month = (when.year + 1, 1) if when.month == 12 else (when.year, when.month + 1)
+    return f"{year:04d}-{month:02d}-01T00:00:00Z"
+
+
+def invoke(request: InvokeRequest, caller: Caller, ctx: RequestContext) -> bedrock.BedrockResponse:
+    ref = resolve_model(request.model_id)
+    check_before_call(caller, ref, ctx)
+    try:
+        response = bedrock.invoke_model(request.model_id, request.body, request.options)
+    except ProxyError as exc:
+        metrics.emit_bedrock_error(exc.type)
+        raise
+    record_billed(
+        lambda: usage_from_invoke(ref, response.body, response.headers, request.body),
+        caller=caller,
+        ref=ref,
+        ctx=ctx,
+        operation="InvokeModel",
+        service_tier=request.service_tier,
+        latency=request.latency,
+    )
+    return response
+
+
+def record_billed(
+    measure: Callable[[], Usage],
+    *,
+    caller: Caller,
+    ref: ModelRef,
+    ctx: RequestContext,
+    operation: str,
+    service_tier: str | None = None,
+    latency: str | None = None,
+    stream_error: str | None = None,
+) -> UsageRecord | None:
+    """Meter and record a call Bedrock has billed. Never raises.
+
+    Each step degrades instead of failing: unreadable usage is recorded as unknown,
+    a pricing failure as unpriced, a ledger failure as a replayable log line.
+    """
+    region = proxy_settings().region
+    try:
+        usage = measure()
+    except Exception:
+        logger.exception("usage extraction failed", extra={"model_id": ref.raw})
+        usage = Usage(source="none")
+    try:
+        cost = load_price_book().price(usage, ref, region=region, service_tier=service_tier, latency=latency)
+    except Exception:
+        logger.exception("pricing failed", extra={"model_id": ref.raw})
+        cost = Cost(priced=False, price_book_version="unavailable", reason="pricing failed")
+    record = UsageRecord(
+        request_id=ctx.request_id,
+        requested_at=ctx.requested_at,
+        caller=caller,
+        operation=operation,
+        model_id=ref.raw,
+        base_model=ref.base_model,
+        region=region,
+        usage=usage,
+        cost=cost,
+        service_tier=service_tier,
+        latency=latency,
+        stream_error=stream_error,
+    )
+    save(record)
+    return record
+
+
+def save(record: UsageRecord) -> None:
+    metrics.emit_call(record)
+    try:
+        book = ledger()
+        if book is None:
+            logger.info("usage record", extra={"usage_record": record.to_dict()})
+            return
+        book.record(record)
+        if not record.cost.priced:
+            logger.warning(
+                "unpriced invocation", extra={"model_id": record.model_id, "reason": record.cost.reason}
+            )
+        check_soft_threshold(book, record)
+    except Exception:
+        # The durable fallback: every field, on one line that `bedrock-spend ledger replay` reads.
+        logger.exception("USAGE_RECORD_UNSAVED", extra={"usage_record": record.to_dict()})
+        metrics.emit_unsaved_record()
+
+
+def check_soft_threshold(book: Ledger, record: UsageRecord) -> None:
+    budget = record.caller.monthly_budget_usd
+    if budget is None or not record.cost.priced or record.cost.total == 0:
+        return
+    threshold = budget * proxy_settings().budget_soft_threshold
+    after = book.month_spend(record.principal_id, record.month) / MICRO
+    before = after - record.cost.total / MICRO
+    if before < threshold <= after:
+        metrics.emit_budget_threshold(record.principal_id)
+        logger.warning(
+            "budget soft threshold crossed",
+            extra={"principal_id": record.principal_id, "budget_usd": str(budget), "spent_usd": str(after)},
+        )

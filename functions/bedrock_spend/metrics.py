@@ -1,0 +1,125 @@
+"""CloudWatch metrics as Embedded Metric Format lines on stdout (Powertools Metrics).
+
+EMF instead of the reference design's synchronous PutMetricData: no added latency, no
+API charge or throttle, and nothing that can fail the caller's request after Bedrock
+has billed it. Every emission is its own metric set, flushed at once, so one call's
+metrics never mix with another's dimensions, and a failure here is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from decimal import Decimal
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+from bedrock_spend.usage_record import UsageRecord
+
+logger = Logger(child=True)
+
+DEFAULT_NAMESPACE = "BedrockCostApportionment"
+MICRO = Decimal(1_000_000)
+
+# Metric names the proxy emits, by dimension set. The dashboard test checks every metric
+# template.yaml references against this table.
+CALL_DIMENSIONS = ("PrincipalId", "ModelId")
+CALL_METRICS: dict[str, MetricUnit] = {
+    # The reference design's four names, kept so existing dashboards keep working.
+    "InputTokensUsed": MetricUnit.Count,
+    "InputTokensCost": MetricUnit.NoUnit,
+    "OutputTokensUsed": MetricUnit.Count,
+    "OutputTokensCost": MetricUnit.NoUnit,
+    "CacheReadTokensUsed": MetricUnit.Count,
+    "CacheReadTokensCost": MetricUnit.NoUnit,
+    "CacheWriteTokensUsed": MetricUnit.Count,
+    "CacheWriteTokensCost": MetricUnit.NoUnit,
+    "ImagesGenerated": MetricUnit.Count,
+    "TotalCost": MetricUnit.NoUnit,
+    "Invocations": MetricUnit.Count,
+    "UnpricedInvocations": MetricUnit.Count,
+}
+ERROR_DIMENSIONS = ("ErrorType",)
+DENIAL_DIMENSIONS = ("Reason",)
+PRINCIPAL_DIMENSIONS = ("PrincipalId",)
+OTHER_METRICS: dict[str, tuple[tuple[str, ...], MetricUnit]] = {
+    "BedrockErrors": (ERROR_DIMENSIONS, MetricUnit.Count),
+    "AuthorizerDenials": (DENIAL_DIMENSIONS, MetricUnit.Count),
+    "BudgetRefusals": (PRINCIPAL_DIMENSIONS, MetricUnit.Count),
+    "BudgetSoftThresholdCrossed": (PRINCIPAL_DIMENSIONS, MetricUnit.Count),
+    "UsageRecordsUnsaved": ((), MetricUnit.Count),
+}
+
+
+def namespace() -> str:
+    return os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def _emit(dimensions: dict[str, str], values: Iterable[tuple[str, MetricUnit, float]]) -> None:
+    try:
+        # service="" keeps Powertools from adding a "service" dimension: the dimension sets
+        # are part of the metric identity that dashboards and alarms select on.
+        provider = AmazonCloudWatchEMFProvider(namespace=namespace(), service="")
+        for name, value in dimensions.items():
+            provider.add_dimension(name=name, value=value)
+        for name, unit, value in values:
+            provider.add_metric(name=name, unit=unit, value=value)
+        provider.flush_metrics()
+    except Exception:  # metrics must never fail a call that Bedrock already billed
+        logger.exception("metric emission failed", extra={"dimensions": dimensions})
+
+
+def _dollars(micro_usd: Decimal) -> float:
+    return float(micro_usd / MICRO)
+
+
+def emit_call(record: UsageRecord) -> None:
+    usage, cost = record.usage, record.cost
+    values: list[tuple[str, MetricUnit, float]] = [("Invocations", MetricUnit.Count, 1)]
+    counts = (
+        ("InputTokensUsed", usage.input_tokens),
+        ("OutputTokensUsed", usage.output_tokens),
+        ("CacheReadTokensUsed", usage.cache_read_tokens),
+        ("CacheWriteTokensUsed", usage.cache_write_tokens),
+        ("ImagesGenerated", usage.images),
+    )
+    values += [(name, MetricUnit.Count, count) for name, count in counts if count is not None]
+    if cost.priced:
+        values += [
+            ("InputTokensCost", MetricUnit.NoUnit, _dollars(cost.input)),
+            ("OutputTokensCost", MetricUnit.NoUnit, _dollars(cost.output)),
+            ("CacheReadTokensCost", MetricUnit.NoUnit, _dollars(cost.cache_read)),
+            ("CacheWriteTokensCost", MetricUnit.NoUnit, _dollars(cost.cache_write)),
+            ("TotalCost", MetricUnit.NoUnit, _dollars(cost.total)),
+        ]
+    else:
+        # Never a silent $0: unpriced calls have no cost metrics, only this count.
+        values.append(("UnpricedInvocations", MetricUnit.Count, 1))
+    _emit({"PrincipalId": record.principal_id, "ModelId": record.model_id}, values)
+
+
+def _emit_one(name: str, dimension_values: tuple[str, ...]) -> None:
+    dimension_names, unit = OTHER_METRICS[name]
+    _emit(dict(zip(dimension_names, dimension_values, strict=True)), [(name, unit, 1)])
+
+
+def emit_bedrock_error(error_type: str) -> None:
+    _emit_one("BedrockErrors", (error_type,))
+
+
+def emit_denial(reason: str) -> None:
+    _emit_one("AuthorizerDenials", (reason,))
+
+
+def emit_budget_refusal(principal_id: str) -> None:
+    _emit_one("BudgetRefusals", (principal_id,))
+
+
+def emit_budget_threshold(principal_id: str) -> None:
+    _emit_one("BudgetSoftThresholdCrossed", (principal_id,))
+
+
+def emit_unsaved_record() -> None:
+    _emit_one("UsageRecordsUnsaved", ())

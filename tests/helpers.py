@@ -1,0 +1,51 @@
+"""Small helpers shared by tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class LambdaContext:
+    function_name = "test-function"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def emf_records(output: str) -> list[dict[str, Any]]:
+    """The Embedded Metric Format objects among printed lines."""
+    records = []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"_aws"' in line:
+            records.append(json.loads(line))
+    return records
+
+
+def log_records(output: str) -> list[dict[str, Any]]:
+    """Powertools JSON log lines (not EMF) among printed lines."""
+    records = []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"_aws"' not in line:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
+
+
+def metric_names(record: dict[str, Any]) -> set[str]:
+    return {m["Name"] for d in record["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+
+
+def claude_body(text: str = "Say hello in three languages.", max_tokens: int = 200) -> dict[str, Any]:
+    return {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+    }

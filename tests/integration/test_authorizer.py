@@ -1,0 +1,83 @@
+"""The authorizer Lambda end to end against a real DynamoDB API (moto server)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bedrock_spend.authorizer import app
+from bedrock_spend.key_store import KeyStore
+from bedrock_spend.keys import KeyRecord, hash_key, mint_key, utcnow
+from tests.conftest import KEY_TABLE, load_event
+from tests.helpers import LambdaContext
+
+
+def add_key(**overrides: Any) -> str:
+    key = mint_key()
+    fields: dict[str, Any] = {
+        "key_hash": hash_key(key),
+        "key_id": "kid_0a1b2c3d4e5f",
+        "username": "alice",
+        "created_at": utcnow(),
+        "team": "search",
+    }
+    fields.update(overrides)
+    KeyStore(KEY_TABLE).create(KeyRecord(**fields))
+    return key
+
+
+def authorize(token: str) -> dict[str, Any]:
+    event = load_event("authorizer_token")
+    event["authorizationToken"] = token
+    return app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_known_key_is_allowed_for_every_route_with_context(capsys: pytest.CaptureFixture[str]) -> None:
+    key = add_key()
+    result = authorize(f"Bearer {key}")
+    assert result["principalId"] == "User::alice"
+    statement = result["policyDocument"]["Statement"][0]
+    assert statement["Effect"] == "Allow"
+    # Cached per key for all methods: the policy must cover the whole stage.
+    assert statement["Resource"] == ["arn:aws:execute-api:us-east-1:123456789012:abcdef1234/v1/*/*"]
+    assert result["context"]["keyId"] == "kid_0a1b2c3d4e5f"
+    assert result["context"]["username"] == "alice"
+    assert key not in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_raw_key_without_bearer_is_allowed() -> None:
+    key = add_key()
+    assert authorize(key)["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("token", ["", "Bearer ", "bsk_" + "x" * 43, "Bearer not a key", "b" * 5000])
+def test_missing_malformed_or_unknown_keys_are_unauthorized(
+    token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_key()
+    with pytest.raises(Exception, match="^Unauthorized$"):
+        authorize(token)
+    out = capsys.readouterr().out
+    if token.strip():
+        assert token.split()[-1] not in out
+    denials = [json.loads(line) for line in out.splitlines() if '"AuthorizerDenials"' in line]
+    assert denials and denials[0]["Reason"] in ("unknown key", "missing or malformed key")
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_revoked_key_gets_an_explicit_deny() -> None:
+    key = add_key(status="revoked")
+    result = authorize(f"Bearer {key}")
+    assert result["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_expired_key_gets_an_explicit_deny() -> None:
+    key = add_key(expires_at=utcnow() - timedelta(seconds=1))
+    assert authorize(f"Bearer {key}")["policyDocument"]["Statement"][0]["Effect"] == "Deny"
