@@ -1,12 +1,19 @@
 """What a Bedrock call consumed, as billed: tokens by part and generated images.
 
 Usage drivers (one per response family) turn a response body, its headers or a stream's
-final event into a :class:`Usage`.
+final event into a :class:`Usage`. They never raise: metering must not fail a call that
+Bedrock already served, so anything unreadable counts as "not reported".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from bedrock_spend.model_ids import ModelRef, family
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +43,365 @@ class Usage:
     def known(self) -> bool:
         """True when the call reported anything billable."""
         return self.input_tokens is not None or self.output_tokens is not None or self.images > 0
+
+
+# Anything above this is a corrupt or hostile value, not a token count.
+MAX_COUNT = 10**12
+_DIGITS = re.compile(r"[0-9]{1,13}")
+_HEADER_PREFIX = "x-amzn-bedrock-"
+
+
+@dataclass(slots=True)
+class _Parts:
+    """Token counts while being gathered; every part may still be unknown (None).
+
+    Cache writes are kept as a total plus its 1-hour share, so a total from one source
+    (headers, invocation metrics) and a TTL breakdown from another combine without drift.
+    """
+
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    cache_write_1h: int | None = None
+
+    def known(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+    def fill_from(self, other: _Parts) -> bool:
+        """Take ``other``'s value for each part still unknown; True if any was taken."""
+        took = False
+        for f in fields(self):
+            if getattr(self, f.name) is None and getattr(other, f.name) is not None:
+                setattr(self, f.name, getattr(other, f.name))
+                took = True
+        return took
+
+    def raise_to(self, other: _Parts) -> None:
+        # Stream counters are cumulative and often repeated: keep the highest, never add.
+        for f in fields(self):
+            new = getattr(other, f.name)
+            if new is not None:
+                old = getattr(self, f.name)
+                setattr(self, f.name, new if old is None else max(old, new))
+
+    def to_usage(self, source: str, images: int = 0, image_variant: str | None = None) -> Usage:
+        write = self.cache_write or 0
+        write_1h = min(self.cache_write_1h or 0, write)
+        return Usage(
+            input_tokens=self.input,
+            output_tokens=self.output,
+            cache_read_tokens=self.cache_read or 0,
+            # Writes without a TTL breakdown (or beyond it) are 5-minute writes, the default TTL.
+            cache_write_5m_tokens=write - write_1h,
+            cache_write_1h_tokens=write_1h,
+            images=images,
+            image_variant=image_variant,
+            source=source,
+        )
+
+
+def usage_from_invoke(
+    ref: ModelRef,
+    body: bytes,
+    headers: Mapping[str, str],
+    request_body: bytes | None = None,
+) -> Usage:
+    """Usage of a non-streaming InvokeModel call: the body first, then the token headers.
+
+    ``source`` is the family name when the body told something, with "+headers" appended
+    when headers filled parts the body lacked; "headers" alone, or "none".
+    """
+    fam = family(ref)
+    obj = _load_object(body)
+    parts = _BODY_READERS.get(fam, _read_openai_style)(obj) if obj is not None else _Parts()
+    images = _image_count(obj) if fam == "image" and obj is not None else 0
+    variant = _image_variant(ref, request_body) if fam == "image" else None
+
+    from_body = parts.known() or images > 0
+    from_headers = parts.fill_from(_read_headers(headers))
+    if from_body:
+        source = f"{fam}+headers" if from_headers else fam
+    else:
+        source = "headers" if from_headers else "none"
+    return parts.to_usage(source, images, variant)
+
+
+def usage_from_converse(response: Mapping[str, Any]) -> Usage:
+    """Usage of a Converse response (its ``usage`` TokenUsage)."""
+    parts = _read_token_usage(_get(response, "usage"))
+    return parts.to_usage("converse" if parts.known() else "none")
+
+
+class StreamUsage:
+    """Accumulates usage while a stream passes through; :meth:`usage` works at any point.
+
+    Bedrock's own counts (``amazon-bedrock-invocationMetrics``, the ConverseStream
+    ``metadata`` event) win over the model's per-chunk counts, which only fill the gaps,
+    e.g. when the stream was cut before its last chunk.
+    """
+
+    def __init__(self, ref: ModelRef) -> None:
+        self._ref = ref
+        self._family = family(ref)
+        self._bedrock = _Parts()
+        self._model = _Parts()
+
+    def feed_chunk(self, payload: Mapping[str, Any]) -> None:
+        """Read one decoded InvokeModelWithResponseStream chunk."""
+        self._bedrock.raise_to(_read_invocation_metrics(_get(payload, "amazon-bedrock-invocationMetrics")))
+        reader = _CHUNK_READERS.get(self._family, _read_openai_style)
+        self._model.raise_to(reader(payload))
+
+    def feed_converse_event(self, event_type: str, payload: Mapping[str, Any]) -> None:
+        """Read one ConverseStream event; only ``metadata`` carries usage."""
+        if event_type != "metadata":
+            return
+        parts = _read_token_usage(_get(payload, "usage"))
+        # Measured by a third party (reference §4.4): OpenAI-family ConverseStream reports
+        # inputTokens including the cache write (4995 with 4993 written; non-streaming said 2).
+        # totalTokens is inflated by the same amount, so it cannot tell the cases apart; the
+        # guard trusts the measurement and only fires when the subtraction cannot go negative.
+        if (
+            self._ref.provider == "openai"
+            and parts.input is not None
+            and parts.cache_write
+            and parts.input >= parts.cache_write
+        ):
+            parts.input -= parts.cache_write
+        self._bedrock.raise_to(parts)
+
+    def usage(self) -> Usage:
+        """The best knowledge so far; source "stream", or "none" when nothing was seen."""
+        parts = _Parts()
+        parts.fill_from(self._bedrock)
+        parts.fill_from(self._model)
+        return parts.to_usage("stream" if parts.known() else "none")
+
+
+# --- readers: each takes decoded JSON of unknown shape and returns what it could read ---
+
+
+def _read_anthropic(obj: object) -> _Parts:
+    u = _get(obj, "usage")
+    write_total = _count(_get(u, "cache_creation_input_tokens"))
+    ttl = _get(u, "cache_creation")
+    write_5m = _count(_get(ttl, "ephemeral_5m_input_tokens"))
+    write_1h = _count(_get(ttl, "ephemeral_1h_input_tokens"))
+    if write_total is None and (write_5m is not None or write_1h is not None):
+        write_total = (write_5m or 0) + (write_1h or 0)
+    return _Parts(
+        input=_count(_get(u, "input_tokens")),
+        output=_count(_get(u, "output_tokens")),
+        cache_read=_count(_get(u, "cache_read_input_tokens")),
+        cache_write=write_total,
+        cache_write_1h=write_1h,
+    )
+
+
+def _read_nova(obj: object) -> _Parts:
+    u = _get(obj, "usage")
+    return _Parts(
+        input=_count(_get(u, "inputTokens")),
+        output=_count(_get(u, "outputTokens")),
+        # Nova's InvokeModel names end in "Count"; accept the Converse names seen in streams too.
+        cache_read=_first_count(u, "cacheReadInputTokenCount", "cacheReadInputTokens"),
+        cache_write=_first_count(u, "cacheWriteInputTokenCount", "cacheWriteInputTokens"),
+    )
+
+
+def _read_titan_text(obj: object) -> _Parts:
+    results = _get(obj, "results")
+    output = None
+    if isinstance(results, list) and results:
+        counts = [_count(_get(r, "tokenCount")) for r in results]
+        output = None if None in counts else sum(c for c in counts if c is not None)
+    return _Parts(input=_count(_get(obj, "inputTextTokenCount")), output=output)
+
+
+def _read_titan_embed(obj: object) -> _Parts:
+    # Embeddings bill input only: a reported input means a known output of zero.
+    input_tokens = _count(_get(obj, "inputTextTokenCount"))
+    return _Parts(input=input_tokens, output=None if input_tokens is None else 0)
+
+
+def _read_llama(obj: object) -> _Parts:
+    return _Parts(
+        input=_count(_get(obj, "prompt_token_count")),
+        output=_count(_get(obj, "generation_token_count")),
+    )
+
+
+def _read_openai_style(obj: object) -> _Parts:
+    u = _get(obj, "usage")
+    prompt = _count(_get(u, "prompt_tokens"))
+    cached = _count(_get(_get(u, "prompt_tokens_details"), "cached_tokens"))
+    if prompt is not None and cached is not None:
+        # OpenAI counts cached tokens inside prompt_tokens; Usage.input_tokens is non-cached.
+        cached = min(cached, prompt)
+        prompt -= cached
+    return _Parts(input=prompt, output=_count(_get(u, "completion_tokens")), cache_read=cached)
+
+
+def _read_nothing(obj: object) -> _Parts:
+    return _Parts()
+
+
+def _read_token_usage(u: object) -> _Parts:
+    """Converse ``TokenUsage``; inputTokens is already the non-cached part."""
+    write_total = _count(_get(u, "cacheWriteInputTokens"))
+    details = _get(u, "cacheDetails")
+    write_1h = None
+    if isinstance(details, list):
+        by_ttl: dict[str, int] = {}
+        for entry in details:
+            n = _count(_get(entry, "inputTokens"))
+            ttl = _get(entry, "ttl")
+            if n is not None and isinstance(ttl, str):
+                by_ttl[ttl] = by_ttl.get(ttl, 0) + n
+        write_1h = by_ttl.get("1h")
+        # The explicit total wins over the breakdown; its unexplained remainder (including
+        # any TTL we do not know) counts as 5-minute writes in Parts.to_usage.
+        if write_total is None and by_ttl:
+            write_total = sum(by_ttl.values())
+    return _Parts(
+        input=_count(_get(u, "inputTokens")),
+        output=_count(_get(u, "outputTokens")),
+        cache_read=_count(_get(u, "cacheReadInputTokens")),
+        cache_write=write_total,
+        cache_write_1h=write_1h,
+    )
+
+
+def _read_invocation_metrics(m: object) -> _Parts:
+    return _Parts(
+        input=_count(_get(m, "inputTokenCount")),
+        output=_count(_get(m, "outputTokenCount")),
+        cache_read=_count(_get(m, "cacheReadInputTokenCount")),
+        cache_write=_count(_get(m, "cacheWriteInputTokenCount")),
+    )
+
+
+def _read_headers(headers: object) -> _Parts:
+    if not isinstance(headers, Mapping):
+        return _Parts()
+    found = {
+        k.lower()[len(_HEADER_PREFIX) :]: v
+        for k, v in headers.items()
+        if isinstance(k, str) and k.lower().startswith(_HEADER_PREFIX)
+    }
+    return _Parts(
+        input=_count(found.get("input-token-count")),
+        output=_count(found.get("output-token-count")),
+        cache_read=_count(found.get("cache-read-input-token-count")),
+        cache_write=_count(found.get("cache-write-input-token-count")),
+    )
+
+
+def _read_anthropic_chunk(payload: object) -> _Parts:
+    # message_start nests usage under "message"; message_delta has it at the top, cumulative.
+    parts = _read_anthropic(_get(payload, "message"))
+    parts.raise_to(_read_anthropic(payload))
+    return parts
+
+
+def _read_nova_chunk(payload: object) -> _Parts:
+    return _read_nova(_get(payload, "metadata"))
+
+
+def _read_titan_chunk(payload: object) -> _Parts:
+    return _Parts(
+        input=_count(_get(payload, "inputTextTokenCount")),
+        output=_count(_get(payload, "totalOutputTextTokenCount")),
+    )
+
+
+# Families without counts in the body (Mistral, Cohere, DeepSeek R1, unknown) still get the
+# OpenAI-style reader: newer models on Bedrock answer with an OpenAI `usage` object.
+_BODY_READERS: dict[str, Callable[[object], _Parts]] = {
+    "anthropic": _read_anthropic,
+    "nova": _read_nova,
+    "titan-text": _read_titan_text,
+    "titan-embed": _read_titan_embed,
+    "llama": _read_llama,
+    "openai-style": _read_openai_style,
+    "image": _read_nothing,
+    "video": _read_nothing,
+}
+_CHUNK_READERS: dict[str, Callable[[object], _Parts]] = {
+    "anthropic": _read_anthropic_chunk,
+    "nova": _read_nova_chunk,
+    "titan-text": _read_titan_chunk,
+    "llama": _read_llama,
+    "image": _read_nothing,
+    "video": _read_nothing,
+}
+
+
+# --- images ---
+
+
+def _image_count(obj: Mapping[str, object]) -> int:
+    for key in ("images", "artifacts"):  # artifacts: legacy Stability SDXL
+        value = obj.get(key)
+        if isinstance(value, list):
+            return len(value)
+    return 0
+
+
+def _image_variant(ref: ModelRef, request_body: bytes | None) -> str | None:
+    """Pricing variant from the request, or None when the request is not known."""
+    if ref.provider == "stability":
+        return "default"
+    request = _load_object(request_body)
+    if request is None:
+        return None
+    config = _get(request, "imageGenerationConfig")
+    width = _count(_get(config, "width")) or 1024
+    height = _count(_get(config, "height")) or 1024
+    quality = _get(config, "quality")
+    if not isinstance(quality, str) or not re.fullmatch(r"[A-Za-z]{1,20}", quality):
+        quality = "standard"
+    return f"{width}x{height}/{quality.lower()}"
+
+
+# --- defensive primitives ---
+
+
+def _load_object(body: object) -> Mapping[str, object] | None:
+    if not isinstance(body, (bytes, bytearray, str)):
+        return None
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):  # ValueError covers bad UTF-8 as well as bad JSON
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _get(obj: object, key: str) -> object:
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def _count(value: object) -> int | None:
+    """A token or image count, or None unless it is a plausible non-negative integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            return None
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
+
+
+def _first_count(obj: object, *keys: str) -> int | None:
+    for key in keys:
+        n = _count(_get(obj, key))
+        if n is not None:
+            return n
+    return None
