@@ -130,13 +130,13 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> Iterator[dict[str
 
 @pytest.fixture
 def dynamodb(aws_env: dict[str, str]) -> Any:
-    return boto3.client("dynamodb", endpoint_url=aws_env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="us-east-1")
+    return boto3.client(
+        "dynamodb", endpoint_url=aws_env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="us-east-1"
+    )
 
 
 @pytest.fixture
-def proxy_env(
-    aws_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
+def proxy_env(aws_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """aws_env plus Bedrock Runtime served by the emulator."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator.url)
     reset_caches()

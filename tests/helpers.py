@@ -39,6 +39,26 @@ def log_records(output: str) -> list[dict[str, Any]]:
     return records
 
 
+def emf_value(record: dict[str, Any], name: str) -> float:
+    """A metric's value in an EMF record (Powertools writes single values as one-item lists)."""
+    value = record[name]
+    if isinstance(value, list):
+        assert len(value) == 1, value
+        return float(value[0])
+    return float(value)
+
+
+def header(response: dict[str, Any], name: str) -> str | None:
+    """A header of a Lambda proxy response, whichever of the two header maps carries it."""
+    for key, value in (response.get("headers") or {}).items():
+        if key.lower() == name.lower():
+            return str(value)
+    for key, values in (response.get("multiValueHeaders") or {}).items():
+        if key.lower() == name.lower():
+            return str(values[0])
+    return None
+
+
 def metric_names(record: dict[str, Any]) -> set[str]:
     return {m["Name"] for d in record["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
 

@@ -17,4 +17,5 @@ def client(service: str, **config: Any) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client(service, config=Config(**config) if config else None)
+    session = boto3.session.Session()
+    return session.client(service, config=Config(**config) if config else None)  # type: ignore[call-overload]

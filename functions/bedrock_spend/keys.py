@@ -28,7 +28,8 @@ def mint_key() -> str:
     """A new secret key. Shown once to its owner; never stored or logged."""
     from keycove import generate_token  # CLI-only: keeps `cryptography` out of the Lambdas
 
-    return KEY_PREFIX + generate_token(32)
+    token: str = generate_token(32)
+    return KEY_PREFIX + token
 
 
 def new_key_id() -> str:

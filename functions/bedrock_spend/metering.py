@@ -35,6 +35,8 @@ from bedrock_spend.usage_record import Caller, UsageRecord
 
 logger = Logger(child=True)
 MICRO = Decimal(1_000_000)
+SERVICE_TIER_HEADER = "x-amzn-bedrock-service-tier"
+LATENCY_HEADER = "x-amzn-bedrock-performanceconfig-latency"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,9 @@ def invoke(request: InvokeRequest, caller: Caller, ctx: RequestContext) -> bedro
         ref=ref,
         ctx=ctx,
         operation="InvokeModel",
-        service_tier=request.service_tier,
-        latency=request.latency,
+        # Bedrock reports the tier and latency mode it actually served; that is what it bills.
+        service_tier=response.headers.get(SERVICE_TIER_HEADER) or request.service_tier,
+        latency=response.headers.get(LATENCY_HEADER) or request.latency,
     )
     return response
 

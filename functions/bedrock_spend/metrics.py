@@ -62,8 +62,8 @@ def _emit(dimensions: dict[str, str], values: Iterable[tuple[str, MetricUnit, fl
         # service="" keeps Powertools from adding a "service" dimension: the dimension sets
         # are part of the metric identity that dashboards and alarms select on.
         provider = AmazonCloudWatchEMFProvider(namespace=namespace(), service="")
-        for name, value in dimensions.items():
-            provider.add_dimension(name=name, value=value)
+        for dimension, dimension_value in dimensions.items():
+            provider.add_dimension(name=dimension, value=dimension_value)
         for name, unit, value in values:
             provider.add_metric(name=name, unit=unit, value=value)
         provider.flush_metrics()

@@ -38,7 +38,8 @@ class InvalidModelIdError(ValueError):
 
 
 MAX_MODEL_ID_LENGTH = 2048
-GEO_PREFIXES = frozenset({"us", "eu", "apac", "jp", "au", "us-gov", "global"})
+# "in" (India) is used by genai-prices' Bedrock catalogue for Claude 4.5+ profiles.
+GEO_PREFIXES = frozenset({"us", "eu", "apac", "jp", "au", "in", "us-gov", "global"})
 
 # Ids arrive percent-decoded once; a "%" left over means double encoding or an injection try.
 _ALLOWED = re.compile(r"[A-Za-z0-9._:/@+-]+")

@@ -7,10 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from bedrock_spend.authorizer import app
 from bedrock_spend.key_store import KeyStore
 from bedrock_spend.keys import KeyRecord, hash_key, mint_key, utcnow
+
 from tests.conftest import KEY_TABLE, load_event
 from tests.helpers import LambdaContext
 
@@ -61,11 +61,11 @@ def test_missing_malformed_or_unknown_keys_are_unauthorized(
     token: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add_key()
-    with pytest.raises(Exception, match="^Unauthorized$"):
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
         authorize(token)
     out = capsys.readouterr().out
-    if token.strip():
-        assert token.split()[-1] not in out
+    if len(token.strip()) > 8:
+        assert token.strip() not in out
     denials = [json.loads(line) for line in out.splitlines() if '"AuthorizerDenials"' in line]
     assert denials and denials[0]["Reason"] in ("unknown key", "missing or malformed key")
 

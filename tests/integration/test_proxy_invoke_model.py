@@ -7,12 +7,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from bedrock_spend import metrics
 from bedrock_spend.errors import BEDROCK_ERROR_STATUS
 from bedrock_spend.proxy import app
+
 from tests.conftest import USAGE_TABLE, load_event
-from tests.helpers import LambdaContext, claude_body, emf_records, log_records, metric_names
+from tests.helpers import (
+    LambdaContext,
+    claude_body,
+    emf_records,
+    emf_value,
+    header,
+    metric_names,
+)
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 pytestmark = pytest.mark.usefixtures("proxy_env")
@@ -26,7 +33,7 @@ def call(payload: Any, *, raw: str | None = None, **authorizer: str) -> dict[str
 
 
 def error_of(response: dict[str, Any]) -> dict[str, Any]:
-    assert response["headers"]["Content-Type"] == "application/json"
+    assert header(response, "Content-Type") == "application/json"
     body = json.loads(response["body"])
     assert set(body["error"]) >= {"type", "message"}
     return dict(body["error"])
@@ -54,13 +61,13 @@ def test_claude_call_returns_the_model_body_and_emits_metrics(
     assert (emf["PrincipalId"], emf["ModelId"]) == ("User::alice", HAIKU)
     assert {"InputTokensUsed", "InputTokensCost", "OutputTokensUsed", "OutputTokensCost"} <= metric_names(emf)
     assert {"TotalCost", "Invocations", "CacheReadTokensUsed"} <= metric_names(emf)
-    assert emf["InputTokensUsed"] == billed[0]["input_tokens"]
-    assert emf["OutputTokensUsed"] == billed[0]["output_tokens"]
+    assert emf_value(emf, "InputTokensUsed") == billed[0]["input_tokens"]
+    assert emf_value(emf, "OutputTokensUsed") == billed[0]["output_tokens"]
     units = {m["Name"]: m["Unit"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert units["InputTokensUsed"] == "Count" and units["InputTokensCost"] == "None"
     # Claude 3 Haiku: $0.25 / 1M input, $1.25 / 1M output.
     expected = Decimal(billed[0]["input_tokens"]) * Decimal("0.25") / 10**6
-    assert emf["InputTokensCost"] == pytest.approx(float(expected))
+    assert emf_value(emf, "InputTokensCost") == pytest.approx(float(expected))
 
     [item] = ledger_items(dynamodb)
     assert item["PrincipalId"]["S"] == "User::alice"
@@ -108,7 +115,7 @@ def test_unpriced_model_is_served_and_flagged(
     response = call({"modelId": model_id, "body": claude_body()})
     assert response["statusCode"] == 200
     [emf] = [r for r in emf_records(capsys.readouterr().out) if "Invocations" in metric_names(r)]
-    assert emf["UnpricedInvocations"] == 1
+    assert emf_value(emf, "UnpricedInvocations") == 1
     assert "TotalCost" not in metric_names(emf)
     [item] = ledger_items(dynamodb)
     assert item["Priced"]["BOOL"] is False
@@ -120,11 +127,13 @@ def test_throttled_bedrock_call_is_a_429_json_error(emulator: Any) -> None:
     response = call({"modelId": HAIKU, "body": claude_body()})
     assert response["statusCode"] == 429
     assert error_of(response)["type"] == "ThrottlingException"
-    assert response["headers"]["x-amzn-errortype"] == "ThrottlingException"
+    assert header(response, "x-amzn-errortype") == "ThrottlingException"
     assert emulator.billed() == []
 
 
-@pytest.mark.parametrize("error_type", sorted(set(BEDROCK_ERROR_STATUS) - {"ConflictException", "ModelStreamErrorException"}))
+@pytest.mark.parametrize(
+    "error_type", sorted(set(BEDROCK_ERROR_STATUS) - {"ConflictException", "ModelStreamErrorException"})
+)
 def test_every_bedrock_error_maps_to_its_own_status(
     error_type: str, emulator: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -174,7 +183,10 @@ def test_metric_failure_does_not_fail_the_call(
 
 
 def test_ledger_failure_logs_a_replayable_record_and_still_answers(
-    monkeypatch: pytest.MonkeyPatch, emulator: Any, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
+    emulator: Any,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("USAGE_TABLE", "no-such-table")
     from tests.conftest import reset_caches
@@ -182,13 +194,12 @@ def test_ledger_failure_logs_a_replayable_record_and_still_answers(
     reset_caches()
     response = call({"modelId": HAIKU, "body": claude_body()})
     assert response["statusCode"] == 200
-    out = capsys.readouterr().out
-    [line] = [r for r in log_records(out) if r.get("message") == "USAGE_RECORD_UNSAVED"]
-    record = line["usage_record"]
+    [line] = [r for r in caplog.records if r.getMessage() == "USAGE_RECORD_UNSAVED"]
+    record = line.usage_record
     assert record["principalId"] == "User::alice"
     assert record["usage"]["inputTokens"] == emulator.billed()[0]["input_tokens"]
     assert Decimal(record["cost"]["totalMicroUsd"]) > 0
-    unsaved = [r for r in emf_records(out) if "UsageRecordsUnsaved" in metric_names(r)]
+    unsaved = [r for r in emf_records(capsys.readouterr().out) if "UsageRecordsUnsaved" in metric_names(r)]
     assert unsaved
 
 
@@ -213,3 +224,20 @@ def test_same_request_id_is_recorded_once(emulator: Any, dynamodb: Any) -> None:
         assert call({"modelId": HAIKU, "body": claude_body()})["statusCode"] == 200
     assert len(emulator.billed()) == 2
     assert len(ledger_items(dynamodb)) == 1
+
+
+def test_service_tier_bedrock_reports_is_the_one_priced(emulator: Any, dynamodb: Any) -> None:
+    body = {"messages": [{"role": "user", "content": [{"text": "price me at two tiers"}]}]}
+    model = "amazon.nova-pro-v1:0"
+    assert call({"modelId": model, "body": body})["statusCode"] == 200
+    event_items = ledger_items(dynamodb)
+    default_cost = Decimal(event_items[0]["CostMicroUsd"]["N"])
+
+    event = load_event("invoke_model")
+    event["requestContext"]["requestId"] = "second-request"
+    event["body"] = json.dumps({"modelId": model, "body": body, "serviceTier": "flex"})
+    assert app.lambda_handler(event, LambdaContext())["statusCode"] == 200  # type: ignore[arg-type]
+    [flex] = [i for i in ledger_items(dynamodb) if i["RequestId"]["S"] == "second-request"]
+    assert flex["ServiceTier"]["S"] == "flex"
+    # Flex is half the standard rate in the price book (docs/prices.md).
+    assert Decimal(flex["CostMicroUsd"]["N"]) * 2 == default_cost

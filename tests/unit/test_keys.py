@@ -3,7 +3,6 @@ from decimal import Decimal
 
 import keycove
 import pytest
-
 from bedrock_spend.keys import (
     KEY_PREFIX,
     KeyRecord,
@@ -109,7 +108,11 @@ def test_expired_key_is_denied_from_its_expiry_instant() -> None:
     [
         ((), ("anything.model",), True),
         (("anthropic.*",), ("anthropic.claude-3-haiku-20240307-v1:0",), True),
-        (("anthropic.*",), ("eu.anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-haiku-20240307-v1:0"), True),
+        (
+            ("anthropic.*",),
+            ("eu.anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-haiku-20240307-v1:0"),
+            True,
+        ),
         (("anthropic.*",), ("amazon.nova-pro-v1:0",), False),
         (("*nova-micro*", "meta.llama3*"), ("meta.llama3-1-8b-instruct-v1:0",), True),
         (("amazon.nova-pro-v1:0",), ("amazon.nova-pro-v1:0x",), False),

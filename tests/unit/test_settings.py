@@ -1,5 +1,4 @@
 import pytest
-
 from bedrock_spend import settings
 
 

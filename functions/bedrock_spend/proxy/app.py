@@ -31,14 +31,14 @@ def invoke_model() -> Response[Any]:
     return model_response(response)
 
 
-@app.exception_handler(ProxyError)
+@app.exception_handler(ProxyError)  # type: ignore[untyped-decorator]
 def handle_proxy_error(error: ProxyError) -> Response[str]:
     if error.status >= 500:
         logger.warning("request failed", extra={"error_type": error.type, "status": error.status})
     return error_response(error)
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def handle_unexpected(error: Exception) -> Response[str]:
     logger.exception("unexpected error")
     return error_response(ProxyError("internal error; see the proxy's logs"))
