@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import boto3
 import botocore.exceptions
 import pytest
-from bedrock_spend_local.emulator import ERROR_NAMESPACE, ERROR_STATUS, BedrockEmulator
 from botocore.config import Config
+
+from bedrock_spend_local.emulator import ERROR_NAMESPACE, ERROR_STATUS, BedrockEmulator
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 TITAN = "amazon.titan-text-express-v1"

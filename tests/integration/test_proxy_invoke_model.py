@@ -7,10 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from bedrock_spend import metrics
 from bedrock_spend.errors import BEDROCK_ERROR_STATUS
 from bedrock_spend.proxy import app
-
 from tests.conftest import USAGE_TABLE, load_event
 from tests.helpers import (
     LambdaContext,

@@ -10,6 +10,8 @@ import zlib
 from typing import Any
 
 import pytest
+from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
+
 from bedrock_spend.eventstream import (
     MAX_HEADERS_LENGTH,
     MAX_PAYLOAD_LENGTH,
@@ -25,7 +27,6 @@ from bedrock_spend.eventstream import (
     error_event,
     exception_event,
 )
-from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
 UUID_BYTES = uuid.UUID("12345678-1234-5678-1234-567812345678").bytes
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from bedrock_spend.errors import BadRequestError
 from bedrock_spend.invoke_request import parse_invoke_request
 

@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import keycove
 import pytest
+
 from bedrock_spend.keys import (
     KEY_PREFIX,
     KeyRecord,

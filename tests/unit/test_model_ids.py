@@ -1,4 +1,5 @@
 import pytest
+
 from bedrock_spend.model_ids import InvalidModelIdError, family, parse_model_id
 
 ACCT = "123456789012"

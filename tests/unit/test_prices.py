@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from bedrock_spend.model_ids import ModelKind, ModelRef
 from bedrock_spend.prices import DEFAULT_BOOK_PATH, Cost, PriceBook, load_price_book
 from bedrock_spend.usage import Usage

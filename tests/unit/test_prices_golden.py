@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import cache
 
 import pytest
+
 from bedrock_spend.model_ids import ModelKind, ModelRef, parse_model_id
 from bedrock_spend.prices import PriceBook, load_price_book
 from bedrock_spend.usage import Usage

@@ -1,4 +1,5 @@
 import pytest
+
 from bedrock_spend import settings
 
 

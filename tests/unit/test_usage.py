@@ -2,6 +2,7 @@ import json
 from typing import Any
 
 import pytest
+
 from bedrock_spend.model_ids import parse_model_id
 from bedrock_spend.usage import StreamUsage, Usage, usage_from_converse, usage_from_invoke
 
