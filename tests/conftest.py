@@ -108,6 +108,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_url: str) -> Iterator[dict[str
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_DYNAMODB": moto_url,
         "AWS_ENDPOINT_URL_CLOUDWATCH": moto_url,
+        # The Bedrock control plane (application inference profiles) stays on loopback too.
+        "AWS_ENDPOINT_URL_BEDROCK": moto_url,
+        "AWS_ENDPOINT_URL_CLOUDFORMATION": moto_url,
         "API_KEY_TABLE": KEY_TABLE,
         "USAGE_TABLE": USAGE_TABLE,
         "POWERTOOLS_METRICS_NAMESPACE": "BedrockCostApportionment",
