@@ -518,7 +518,7 @@ def test_a_failing_authorizer_is_500(stack: LocalStack, replace: Any, respond: A
     reply = invoke(stack, stack.demo_key)
     assert reply.status == 500
     assert reply.json()["error"]["type"] == kind  # the template's DEFAULT_5XX, $context.error.responseType
-    assert isinstance(reply.json()["message"], str)  # messageString is already quoted
+    assert "message" in reply.json()  # valid JSON: messageString arrives already quoted (or null)
     assert reply.header("x-amzn-ErrorType") == "AuthorizerConfigurationException"
 
 
