@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bedrock_spend_cli import keys_cmd, ledger_cmd
+from bedrock_spend_cli import keys_cmd, ledger_cmd, report_cmd
 from bedrock_spend_cli.config import DEFAULT_STACK, Aws, CliError, Tables, UsageError, aws_error_message
 from bedrock_spend_cli.output import FORMATS
 
@@ -22,6 +22,7 @@ examples:
   bedrock-spend keys create --username alice --team search --budget 50
   bedrock-spend keys list --status active
   bedrock-spend usage --month 2026-01
+  bedrock-spend report --from last-month --by principal,model
   bedrock-spend ledger replay proxy-logs.jsonl
   bedrock-spend --endpoint-url http://127.0.0.1:5000 --keys-table api-keys keys list
 
@@ -54,7 +55,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, on_subcommand: bool) 
         "--endpoint-url",
         default=default(None),
         metavar="URL",
-        help="endpoint for DynamoDB and CloudFormation, e.g. a local moto server",
+        help="endpoint for DynamoDB, CloudFormation and CloudWatch, e.g. a local moto server",
     )
     group.add_argument(
         "--keys-table",
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cmd.register(add_group, add_command)
     ledger_cmd.register(commands, add_group, add_command)
+    report_cmd.register(commands, add_command)
     return parser
 
 
