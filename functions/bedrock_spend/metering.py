@@ -7,15 +7,18 @@ the usage (see :func:`record_billed`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bedrock_spend import bedrock, metrics
+from bedrock_spend import bedrock, buffered_stream, metrics, request_metadata
+from bedrock_spend.bedrock import BedrockRequest, BedrockResponse
 from bedrock_spend.errors import (
     BadRequestError,
     BudgetExceededError,
@@ -30,7 +33,7 @@ from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_i
 from bedrock_spend.prices import Cost, load_price_book
 from bedrock_spend.profiles import ProfileResolver
 from bedrock_spend.settings import proxy_settings
-from bedrock_spend.usage import Usage, usage_from_invoke
+from bedrock_spend.usage import Usage, usage_from_converse, usage_from_invoke
 from bedrock_spend.usage_record import Caller, UsageRecord
 
 logger = Logger(child=True)
@@ -72,14 +75,18 @@ def resolve_model(model_id: str) -> ModelRef:
 
 def check_before_call(caller: Caller, ref: ModelRef, ctx: RequestContext) -> None:
     """Every refusal that must happen before Bedrock bills anything."""
-    if not model_allowed(caller.allowed_models, ref.raw, ref.base_model):
-        raise ForbiddenModelError(f"model {ref.raw!r} is not in the allow-list of key {caller.key_id}")
+    check_allowed(caller, ref)
     settings = proxy_settings()
     if settings.unpriced_policy == "deny" and not load_price_book().is_priced(ref, region=settings.region):
         raise UnpricedModelError(
             f"model {ref.raw!r} has no price in the price book and this deployment refuses unpriced models"
         )
     check_budget(caller, ctx)
+
+
+def check_allowed(caller: Caller, ref: ModelRef) -> None:
+    if not model_allowed(caller.allowed_models, ref.raw, ref.base_model):
+        raise ForbiddenModelError(f"model {ref.raw!r} is not in the allow-list of key {caller.key_id}")
 
 
 def check_budget(caller: Caller, ctx: RequestContext) -> None:
@@ -105,25 +112,116 @@ def _next_month(when: datetime) -> str:
     return f"{year:04d}-{month:02d}-01T00:00:00Z"
 
 
-def invoke(request: InvokeRequest, caller: Caller, ctx: RequestContext) -> bedrock.BedrockResponse:
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What Bedrock answered, and how to measure what it billed for it."""
+
+    response: BedrockResponse
+    measure: Callable[[], Usage]
+    # The tier and latency mode Bedrock reports it served: that is what it bills.
+    service_tier: str | None = None
+    latency: str | None = None
+    stream_error: str | None = None
+
+
+def invoke(request: InvokeRequest, caller: Caller, ctx: RequestContext) -> BedrockResponse:
+    """``POST /invoke-model``: InvokeModel with the caller named in the request metadata."""
+    params = {**request.options, "requestMetadata": request_metadata.merged_header(None, caller)}
+    return call(
+        BedrockRequest("InvokeModel", request.model_id, {"body": request.body, **params}), caller, ctx
+    )
+
+
+def call(request: BedrockRequest, caller: Caller, ctx: RequestContext) -> BedrockResponse:
+    """Every Bedrock operation: refuse before the call, meter and record after it.
+
+    CountTokens is free: it is forwarded (within the key's allow-list) and never recorded.
+    """
     ref = resolve_model(request.model_id)
+    if request.operation == "CountTokens":
+        check_allowed(caller, ref)
+        return bedrock.call(request)
     check_before_call(caller, ref, ctx)
     try:
-        response = bedrock.invoke_model(request.model_id, request.body, request.options)
+        served = _SERVERS[request.operation](ref, request)
     except ProxyError as exc:
         metrics.emit_bedrock_error(exc.type)
         raise
     record_billed(
-        lambda: usage_from_invoke(ref, response.body, response.headers, request.body),
+        served.measure,
         caller=caller,
         ref=ref,
         ctx=ctx,
-        operation="InvokeModel",
-        # Bedrock reports the tier and latency mode it actually served; that is what it bills.
-        service_tier=response.headers.get(SERVICE_TIER_HEADER) or request.service_tier,
-        latency=response.headers.get(LATENCY_HEADER) or request.latency,
+        operation=request.operation,
+        service_tier=served.service_tier,
+        latency=served.latency,
+        stream_error=served.stream_error,
     )
-    return response
+    return served.response
+
+
+def _serve_invoke(ref: ModelRef, request: BedrockRequest) -> Served:
+    response = bedrock.call(request)
+    body = request.params.get("body")
+    return Served(
+        response,
+        lambda: usage_from_invoke(ref, response.body, response.headers, body),
+        service_tier=response.headers.get(SERVICE_TIER_HEADER) or request.params.get("serviceTier"),
+        latency=response.headers.get(LATENCY_HEADER) or request.params.get("performanceConfigLatency"),
+    )
+
+
+def _serve_converse(ref: ModelRef, request: BedrockRequest) -> Served:
+    response = bedrock.call(request)
+    answer = _json_object(response.body)
+    return Served(
+        response,
+        lambda: usage_from_converse(answer),
+        service_tier=_member(answer, "serviceTier", "type") or _member(request.params, "serviceTier", "type"),
+        latency=_member(answer, "performanceConfig", "latency")
+        or _member(request.params, "performanceConfig", "latency"),
+    )
+
+
+def _serve_stream(ref: ModelRef, request: BedrockRequest) -> Served:
+    stream = bedrock.open_stream(request)
+    collected = buffered_stream.collect(ref, request.operation, stream.chunks)
+    headers = stream.headers
+    if request.operation == "ConverseStream":
+        tier = collected.service_tier or _member(request.params, "serviceTier", "type")
+        latency = collected.latency or _member(request.params, "performanceConfig", "latency")
+    else:
+        tier = headers.get(SERVICE_TIER_HEADER) or request.params.get("serviceTier")
+        latency = headers.get(LATENCY_HEADER) or request.params.get("performanceConfigLatency")
+    return Served(
+        BedrockResponse(body=collected.body, content_type=buffered_stream.EVENT_STREAM, headers=headers),
+        collected.usage.usage,
+        service_tier=tier,
+        latency=latency,
+        stream_error=collected.error,
+    )
+
+
+_SERVERS: dict[str, Callable[[ModelRef, BedrockRequest], Served]] = {
+    "InvokeModel": _serve_invoke,
+    "Converse": _serve_converse,
+    "InvokeModelWithResponseStream": _serve_stream,
+    "ConverseStream": _serve_stream,
+}
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # passed on as Bedrock sent it; usage "not reported"
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _member(obj: Mapping[str, Any], outer: str, inner: str) -> str | None:
+    value = obj.get(outer)
+    inner_value = value.get(inner) if isinstance(value, Mapping) else None
+    return inner_value if isinstance(inner_value, str) and inner_value else None
 
 
 def record_billed(

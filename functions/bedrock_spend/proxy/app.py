@@ -1,4 +1,8 @@
-"""Proxy Lambda: API Gateway REST routes -> metering -> Bedrock, the model's answer unchanged."""
+"""Proxy Lambda: API Gateway REST routes -> metering -> Bedrock, the model's answer unchanged.
+
+``/invoke-model`` is this API's own JSON route; ``/model/{modelId}/<action>`` are Bedrock
+Runtime's paths (InvokeModel, Converse, both streams, CountTokens) for unmodified AWS SDKs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bedrock_spend import metering
+from bedrock_spend import metering, native
 from bedrock_spend.errors import NotFoundError, ProxyError
 from bedrock_spend.invoke_request import parse_invoke_request
 from bedrock_spend.proxy.http import (
@@ -16,6 +20,7 @@ from bedrock_spend.proxy.http import (
     caller_from_event,
     context_from_event,
     error_response,
+    headers_from_event,
     model_response,
 )
 
@@ -29,6 +34,18 @@ def invoke_model() -> Response[Any]:
     request = parse_invoke_request(body_bytes(event))
     response = metering.invoke(request, caller_from_event(event), context_from_event(event))
     return model_response(response)
+
+
+# Bedrock Runtime's own paths, so AWS SDKs work unchanged. A regex, not <modelId>: ARN model
+# ids hold "/" once decoded; native.parse_request splits the operation off the last segment.
+@app.post("/model/.+")
+def bedrock_operation() -> Response[Any]:
+    event = app.current_event.raw_event
+    caller = caller_from_event(event)
+    request = native.parse_request(
+        str(event.get("path") or ""), headers_from_event(event), body_bytes(event), caller
+    )
+    return model_response(metering.call(request, caller, context_from_event(event)))
 
 
 @app.exception_handler(ProxyError)  # type: ignore[untyped-decorator]

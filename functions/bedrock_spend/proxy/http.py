@@ -14,17 +14,10 @@ from bedrock_spend.errors import BadRequestError, ProxyError, UnauthorizedError
 from bedrock_spend.metering import RequestContext
 from bedrock_spend.usage_record import Caller
 
-# Bedrock response headers worth passing back to callers (SDKs and humans read them).
-PASSED_RESPONSE_HEADERS = (
-    "x-amzn-requestid",
-    "x-amzn-bedrock-input-token-count",
-    "x-amzn-bedrock-output-token-count",
-    "x-amzn-bedrock-invocation-latency",
-    "x-amzn-bedrock-cache-read-input-token-count",
-    "x-amzn-bedrock-cache-write-input-token-count",
-    "x-amzn-bedrock-performanceconfig-latency",
-    "x-amzn-bedrock-service-tier",
-)
+# Bedrock response headers passed back: SDKs and humans read the request id, the token
+# counts, the tier served and, on streams, the model's content type.
+PASSED_HEADER_PREFIX = "x-amzn-bedrock-"
+PASSED_HEADERS = frozenset({"x-amzn-requestid"})
 
 
 def body_bytes(event: dict[str, Any]) -> bytes | None:
@@ -38,6 +31,12 @@ def body_bytes(event: dict[str, Any]) -> bytes | None:
         except ValueError as exc:
             raise BadRequestError("request body is not valid base64") from exc
     return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def headers_from_event(event: dict[str, Any]) -> dict[str, str]:
+    """Request headers with lower-case names (HTTP names are case-insensitive)."""
+    headers = event.get("headers") or {}
+    return {str(name).lower(): str(value) for name, value in headers.items() if value is not None}
 
 
 def caller_from_event(event: dict[str, Any]) -> Caller:
@@ -75,15 +74,27 @@ def context_from_event(event: dict[str, Any]) -> RequestContext:
 
 
 def model_response(response: BedrockResponse, status: int = 200) -> Response[Any]:
-    headers = {name: response.headers[name] for name in PASSED_RESPONSE_HEADERS if name in response.headers}
+    headers = {
+        name: value
+        for name, value in ((str(k).lower(), str(v)) for k, v in response.headers.items())
+        if name in PASSED_HEADERS or name.startswith(PASSED_HEADER_PREFIX)
+    }
+    # Text when it is UTF-8 (event streams are made so): API Gateway decodes a base64 body
+    # only for callers whose Accept header names a binary media type, and SDKs send none.
+    text = _utf8(response.body)
+    if text is not None:
+        return Response(status_code=status, content_type=response.content_type, body=text, headers=headers)
+    # Bytes travel base64-encoded; API Gateway decodes them (binary media types).
+    return Response(
+        status_code=status, content_type=response.content_type, body=response.body, headers=headers
+    )
+
+
+def _utf8(body: bytes) -> str | None:
     try:
-        body = response.body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
-        # Non-text bodies travel base64-encoded; API Gateway decodes them (binary media types).
-        return Response(
-            status_code=status, content_type=response.content_type, body=response.body, headers=headers
-        )
-    return Response(status_code=status, content_type=response.content_type, body=body, headers=headers)
+        return None
 
 
 def error_response(error: ProxyError) -> Response[str]:

@@ -1,0 +1,250 @@
+"""An unmodified boto3 bedrock-runtime client against the local stack.
+
+The client runs in its own process, as a team's application would: its environment has
+``AWS_BEARER_TOKEN_BEDROCK`` (a proxy key) and a region, no AWS credentials, no config
+files, and the client gets nothing but ``endpoint_url`` (the stack's URL, stage included).
+The stack's functions run in this process with their own environment, untouched.
+
+Each call's recorded usage (ledger) is compared with what the emulator billed; the two
+are matched through the request metadata the proxy adds (``principalId``), so each test
+mints its own key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bedrock_spend_local.server import LocalStack
+from tests.e2e.conftest import aws_client, emulator_billed, mint_key
+from tests.helpers import claude_body
+
+pytestmark = pytest.mark.e2e
+
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+# Priced for cache reads and both cache-write TTLs.
+CACHING = "anthropic.claude-haiku-4-5-20251001-v1:0"
+LLAMA = "meta.llama3-1-70b-instruct-v1:0"
+
+# The application: plain boto3, one call, its outcome printed as JSON.
+CLIENT = r"""
+import json, sys
+import boto3
+from botocore.exceptions import ClientError
+
+spec = json.loads(sys.argv[1])
+client = boto3.client("bedrock-runtime", endpoint_url=spec["endpoint_url"])
+events = []
+try:
+    response = getattr(client, spec["call"])(**spec["params"])
+    if "body" in response and hasattr(response["body"], "read"):  # invoke_model
+        response["body"] = json.loads(response["body"].read())
+    for key in ("body", "stream"):  # the two event streams
+        if key in response and not isinstance(response[key], dict):
+            for event in response[key]:
+                if "chunk" in event:
+                    event = {"chunk": json.loads(event["chunk"]["bytes"])}
+                events.append(event)
+            response[key] = None
+    outcome = {"response": response, "events": events}
+except ClientError as error:
+    outcome = {
+        "error": {"class": type(error).__name__, "code": error.response["Error"]["Code"]},
+        "events": events,
+        "modelled": isinstance(error, client.exceptions.ThrottlingException),
+    }
+print(json.dumps(outcome, default=str))
+"""
+
+
+def run_client(stack: LocalStack, key: str, call: str, tmp_path: Path, **params: Any) -> dict[str, Any]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),  # no ~/.aws
+        "AWS_REGION": stack.region,
+        "AWS_DEFAULT_REGION": stack.region,  # the variable boto3 reads
+        "AWS_BEARER_TOKEN_BEDROCK": key,
+    }
+    spec = {"endpoint_url": stack.url, "call": call, "params": params}
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def new_key(stack: LocalStack) -> tuple[str, str]:
+    """A key of a user of its own: (key, principal id)."""
+    username = f"sdk-{uuid.uuid4().hex[:10]}"
+    key, _ = mint_key(stack, username)
+    return key, f"User::{username}"
+
+
+def billed_for(stack: LocalStack, principal: str) -> list[dict[str, Any]]:
+    """The emulator's tally of the calls the proxy made for ``principal`` (request metadata)."""
+    found = []
+    for call in emulator_billed(stack):
+        metadata = call["request_metadata"]
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        if (metadata or {}).get("principalId") == principal:
+            found.append(call)
+    return found
+
+
+def ledger_for(stack: LocalStack, principal: str) -> list[dict[str, Any]]:
+    items = aws_client(stack, "dynamodb").query(
+        TableName=stack.tables["UsageTable"],
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"USAGE#{principal}"}},
+    )["Items"]
+    return list(items)
+
+
+def assert_recorded_as_billed(stack: LocalStack, principal: str, operation: str) -> dict[str, Any]:
+    [billed] = billed_for(stack, principal)
+    [item] = ledger_for(stack, principal)
+    assert billed["operation"] == item["Operation"]["S"] == operation
+    assert billed["authorization_scheme"] != "Bearer"  # the proxy's own credentials, not the key
+    recorded = {
+        "input_tokens": int(item["InputTokens"]["N"]),
+        "output_tokens": int(item["OutputTokens"]["N"]),
+        "cache_read_tokens": int(item["CacheReadTokens"]["N"]),
+        "cache_write_5m_tokens": int(item["CacheWrite5mTokens"]["N"]),
+        "cache_write_1h_tokens": int(item["CacheWrite1hTokens"]["N"]),
+    }
+    assert recorded == {name: billed[name] for name in recorded}
+    assert item["Priced"]["BOOL"] is True
+    return item
+
+
+def cached_messages() -> dict[str, Any]:
+    """A prompt with a 1-hour and a 5-minute cache point, new to the emulator's cache."""
+    return {
+        "system": [
+            {"text": f"Session {uuid.uuid4().hex}. " + "You answer in one short sentence. " * 20},
+            {"cachePoint": {"type": "default", "ttl": "1h"}},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"text": "A long document worth caching. " * 30},
+                    {"cachePoint": {"type": "default"}},
+                    {"text": "What is it about?"},
+                ],
+            }
+        ],
+    }
+
+
+def test_invoke_model(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    outcome = run_client(stack, key, "invoke_model", tmp_path, modelId=HAIKU, body=json.dumps(claude_body()))
+    response = outcome["response"]
+    assert response["contentType"] == "application/json"
+    assert response["body"]["type"] == "message"
+    item = assert_recorded_as_billed(stack, principal, "InvokeModel")
+    assert response["body"]["usage"]["output_tokens"] == int(item["OutputTokens"]["N"])
+
+
+def test_converse_with_prompt_caching(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    outcome = run_client(stack, key, "converse", tmp_path, modelId=CACHING, **cached_messages())
+    response = outcome["response"]
+    usage = response["usage"]
+    assert response["stopReason"] == "end_turn"
+    assert usage["cacheWriteInputTokens"] > 0
+    assert {d["ttl"] for d in usage["cacheDetails"]} == {"5m", "1h"}
+    item = assert_recorded_as_billed(stack, principal, "Converse")
+    assert int(item["CacheWrite1hTokens"]["N"]) > 0 and int(item["CacheWrite5mTokens"]["N"]) > 0
+
+
+def test_invoke_model_with_response_stream(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    outcome = run_client(
+        stack,
+        key,
+        "invoke_model_with_response_stream",
+        tmp_path,
+        modelId=HAIKU,
+        body=json.dumps(claude_body("Tell me a story about a lighthouse keeper.", max_tokens=300)),
+    )
+    chunks = [event["chunk"] for event in outcome["events"]]
+    assert chunks[0]["type"] == "message_start"
+    assert chunks[-1]["type"] == "message_stop"
+    text = "".join(c["delta"].get("text", "") for c in chunks if c["type"] == "content_block_delta")
+    item = assert_recorded_as_billed(stack, principal, "InvokeModelWithResponseStream")
+    assert len(text.split()) == int(item["OutputTokens"]["N"])  # the whole text arrived
+
+
+def test_converse_stream_with_prompt_caching(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    outcome = run_client(stack, key, "converse_stream", tmp_path, modelId=CACHING, **cached_messages())
+    events = outcome["events"]
+    assert list(events[0]) == ["messageStart"]
+    assert list(events[-1]) == ["metadata"]
+    text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+    usage = events[-1]["metadata"]["usage"]
+    assert len(text.split()) == usage["outputTokens"]
+    item = assert_recorded_as_billed(stack, principal, "ConverseStream")
+    assert int(item["CacheWrite1hTokens"]["N"]) == next(
+        d["inputTokens"] for d in usage["cacheDetails"] if d["ttl"] == "1h"
+    )
+
+
+def test_a_mid_stream_error_raises_event_stream_error_and_is_recorded(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    key, principal = new_key(stack)
+    prompt = "tell me a story [[emulator stream_error=modelStreamErrorException after=3]]"
+    outcome = run_client(
+        stack,
+        key,
+        "invoke_model_with_response_stream",
+        tmp_path,
+        modelId=LLAMA,
+        body=json.dumps({"prompt": prompt, "max_gen_len": 100}),
+    )
+    assert outcome["error"] == {"class": "EventStreamError", "code": "modelStreamErrorException"}
+    assert len(outcome["events"]) == 3  # the chunks before the error reached the application
+    item = assert_recorded_as_billed(stack, principal, "InvokeModelWithResponseStream")
+    assert item["StreamError"]["S"] == "ModelStreamErrorException"
+
+
+def test_a_throttled_call_raises_throttling_exception(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    prompt = "hello [[emulator error=ThrottlingException]]"
+    outcome = run_client(
+        stack,
+        key,
+        "converse",
+        tmp_path,
+        modelId=HAIKU,
+        messages=[{"role": "user", "content": [{"text": prompt}]}],
+    )
+    assert outcome["error"] == {"class": "ThrottlingException", "code": "ThrottlingException"}
+    assert outcome["modelled"] is True
+    assert ledger_for(stack, principal) == []
+
+
+def test_count_tokens_is_answered_and_not_recorded(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    messages = [{"role": "user", "content": [{"text": "Say hello in three languages."}]}]
+    outcome = run_client(
+        stack, key, "count_tokens", tmp_path, modelId=HAIKU, input={"converse": {"messages": messages}}
+    )
+    assert outcome["response"]["inputTokens"] > 0
+    assert ledger_for(stack, principal) == []
