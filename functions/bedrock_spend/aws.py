@@ -1,9 +1,14 @@
-"""Lazily created, cached boto3 clients.
+"""Lazily created, cached boto3 clients for the functions' AWS calls other than Bedrock Runtime.
 
 Never created at import time: tests start moto (or point AWS_ENDPOINT_URL_* at a local
 server) before the first client exists, and cold starts only pay for clients they use.
 Endpoints come from boto3's own configuration (e.g. AWS_ENDPOINT_URL_DYNAMODB), so the
 same code talks to AWS, moto or the local stack.
+
+Timeouts and retries are short and bounded: these calls sit on the request path, some of
+them after Bedrock has billed, where botocore's defaults (up to 10 attempts with backoff
+for DynamoDB) could outlast API Gateway's 29 s. A call that still fails degrades (an
+unresolved profile is unpriced; an unsaved record goes to the log) instead of waiting.
 """
 
 from __future__ import annotations
@@ -11,11 +16,19 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+CONNECT_TIMEOUT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 2.0
+MAX_ATTEMPTS = 2
+
 
 @cache
-def client(service: str, **config: Any) -> Any:
+def client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    session = boto3.session.Session()
-    return session.client(service, config=Config(**config) if config else None)  # type: ignore[call-overload]
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+    )
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
