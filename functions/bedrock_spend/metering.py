@@ -97,13 +97,19 @@ def check_budget(caller: Caller, ctx: RequestContext) -> None:
     spent = book.month_spend(caller.principal_id, month) / MICRO
     if spent >= caller.monthly_budget_usd:
         metrics.emit_budget_refusal(caller.principal_id)
+        spent_usd = _usd(spent)  # exact: small budgets must not be misstated by rounding
         raise BudgetExceededError(
             f"monthly budget of ${caller.monthly_budget_usd} for {caller.principal_id} is spent "
-            f"(${spent:.6f} so far); it resets on {_next_month(ctx.requested_at)}",
+            f"(${spent_usd} so far); it resets on {_next_month(ctx.requested_at)}",
             budget_usd=str(caller.monthly_budget_usd),
-            spent_usd=f"{spent:.6f}",
+            spent_usd=spent_usd,
             resets_at=_next_month(ctx.requested_at),
         )
+
+
+def _usd(amount: Decimal) -> str:
+    text = format(amount.normalize(), "f")
+    return text if "." in text else f"{text}.00"
 
 
 def _next_month(when: datetime) -> str:
