@@ -75,14 +75,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import copy
 import hashlib
 import json
 import logging
 import re
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -91,7 +89,7 @@ import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import FrameType, TracebackType
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -104,26 +102,28 @@ from bedrock_spend.eventstream import (
     exception_event,
     raw_chunk_event,
 )
+from bedrock_spend_local.http_server import TrackingHTTPServer
 
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 
 ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
-ERROR_STATUS: Mapping[str, int] = {
-    "ValidationException": 400,
-    "ServiceQuotaExceededException": 400,
-    "ConflictException": 400,
-    "AccessDeniedException": 403,
-    "ResourceNotFoundException": 404,
-    "ModelTimeoutException": 408,
-    "ModelErrorException": 424,
-    "ModelStreamErrorException": 424,
-    "ThrottlingException": 429,
-    "ModelNotReadyException": 429,
-    "InternalServerException": 500,
-    "ServiceUnavailableException": 503,
-}
+
+
+def _error_statuses() -> dict[str, int]:
+    """Bedrock Runtime's error shapes and their HTTP status, from botocore's service model.
+
+    Read from the model rather than written down, so a wrong status table in the proxy
+    (errors.BEDROCK_ERROR_STATUS) shows up in tests instead of being mirrored here.
+    """
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    return {shape.name: int(shape.metadata["error"]["httpStatusCode"]) for shape in model.error_shapes}
+
+
+ERROR_STATUS: Mapping[str, int] = _error_statuses()
 _STREAM_UNION_ERRORS = frozenset(
     {
         "InternalServerException",
@@ -1182,34 +1182,9 @@ def _count_tokens_input(request: Mapping[str, Any]) -> JsonDict:
 # --- HTTP layer --------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TrackingHTTPServer):
+    name = "emulator"
     emulator: BedrockEmulator
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket, active: bool) -> None:
-        with self._connections_lock:
-            if active:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Wake handler threads blocked on idle keep-alive connections so they exit."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return  # the client went away
-        logger.exception("emulator request from %s failed", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

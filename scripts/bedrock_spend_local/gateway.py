@@ -17,9 +17,7 @@ import json
 import logging
 import re
 import secrets
-import socket
 import string
-import sys
 import threading
 import time
 import uuid
@@ -28,11 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from bedrock_spend_local.api import ACCOUNT_ID, ApiDefinition, GatewayResponse, Route
+from bedrock_spend_local.http_server import TrackingHTTPServer
 from bedrock_spend_local.runtime import (
     CallerTimeoutError,
     FunctionError,
@@ -688,32 +687,13 @@ class _BadRequestError(Exception):
     pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TrackingHTTPServer):
+    name = "gateway"
     gateway: ApiGateway
     access_log: Callable[[str], None] | None
 
     def __init__(self, address: tuple[str, int]) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def track(self, connection: socket.socket, active: bool) -> None:
-        with self._connections_lock:
-            (self._connections.add if active else self._connections.discard)(connection)
-
-    def close_connections(self) -> None:
-        """Wake handler threads waiting on idle keep-alive connections so they end."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return  # the client went away
-        logger.exception("request from %s failed", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
