@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -69,3 +71,31 @@ def claude_body(text: str = "Say hello in three languages.", max_tokens: int = 2
         "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
     }
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+CliRun = Callable[..., CliResult]
+
+
+def cli_runner(capsys: Any, *leading: str, before: Callable[[], None] | None = None) -> CliRun:
+    """Run ``bedrock-spend`` in-process with ``leading`` arguments first; capture its output."""
+    from bedrock_spend_cli.main import main
+
+    def run(*argv: str) -> CliResult:
+        capsys.readouterr()
+        if before is not None:
+            before()
+        code = main([*leading, *argv])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,19 +21,10 @@ from bedrock_spend.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config
 from bedrock_spend_cli.main import main
 from tests.conftest import KEY_TABLE, USAGE_TABLE
+from tests.helpers import CliResult, CliRun, cli_runner
 
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Run = Callable[..., Result]
+Result = CliResult
+Run = CliRun
 
 
 @pytest.fixture
@@ -48,13 +38,7 @@ def endpoint(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
 def run_bare(endpoint: str, capsys: pytest.CaptureFixture[str]) -> Run:
     """The CLI with only --endpoint-url: tables come from wherever the test says."""
 
-    def run(*argv: str) -> Result:
-        capsys.readouterr()
-        code = main(["--endpoint-url", endpoint, *argv])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    return cli_runner(capsys, "--endpoint-url", endpoint)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,24 +21,15 @@ from bedrock_spend.prices import Cost
 from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config
-from bedrock_spend_cli.main import main
 from tests.conftest import KEY_TABLE, USAGE_TABLE
+from tests.helpers import CliResult, CliRun, cli_runner
 
 MONTH = "2026-01"
 START = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Run = Callable[..., Result]
+Result = CliResult
+Run = CliRun
 
 
 @pytest.fixture
@@ -48,15 +38,9 @@ def run(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.delenv(config.USAGE_TABLE_ENV, raising=False)
     endpoint = aws_env["AWS_ENDPOINT_URL_DYNAMODB"]
 
-    def run(*argv: str) -> Result:
-        capsys.readouterr()
-        code = main(
-            ["--endpoint-url", endpoint, "--keys-table", KEY_TABLE, "--usage-table", USAGE_TABLE, *argv]
-        )
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    return cli_runner(
+        capsys, "--endpoint-url", endpoint, "--keys-table", KEY_TABLE, "--usage-table", USAGE_TABLE
+    )
 
 
 def make_record(

@@ -11,7 +11,6 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,26 +24,17 @@ from bedrock_spend.prices import Cost
 from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config, report_cmd, report_reconcile
-from bedrock_spend_cli.main import main
 from bedrock_spend_cli.report_cmd import Progress, resolve_range
 from tests.conftest import KEY_TABLE, USAGE_TABLE
+from tests.helpers import CliResult, CliRun, cli_runner
 
 HAIKU = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
 NOW = datetime(2026, 1, 16, 12, 0, tzinfo=UTC)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Run = Callable[..., Result]
+Result = CliResult
+Run = CliRun
 
 
 def record(
@@ -195,16 +185,8 @@ def run(
     monkeypatch.setattr(report_reconcile, "utcnow", lambda: NOW)
     endpoint = aws_env["AWS_ENDPOINT_URL_DYNAMODB"]
 
-    def run(*argv: str) -> Result:
-        capsys.readouterr()
-        operations.clear()
-        code = main(
-            ["--endpoint-url", endpoint, "--keys-table", KEY_TABLE, "--usage-table", USAGE_TABLE, *argv]
-        )
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    tables = ("--keys-table", KEY_TABLE, "--usage-table", USAGE_TABLE)
+    return cli_runner(capsys, "--endpoint-url", endpoint, *tables, before=operations.clear)
 
 
 @pytest.fixture
