@@ -57,7 +57,11 @@ def namespace() -> str:
     return os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
 
 
-def _emit(dimensions: dict[str, str], values: Iterable[tuple[str, MetricUnit, float]]) -> None:
+def _emit(
+    dimensions: dict[str, str],
+    values: Iterable[tuple[str, MetricUnit, float]],
+    metadata: dict[str, str] | None = None,
+) -> None:
     try:
         # service="" keeps Powertools from adding a "service" dimension: the dimension sets
         # are part of the metric identity that dashboards and alarms select on.
@@ -66,6 +70,8 @@ def _emit(dimensions: dict[str, str], values: Iterable[tuple[str, MetricUnit, fl
             provider.add_dimension(name=dimension, value=dimension_value)
         for name, unit, value in values:
             provider.add_metric(name=name, unit=unit, value=value)
+        for key, text in (metadata or {}).items():
+            provider.add_metadata(key=key, value=text)
         provider.flush_metrics()
     except Exception:  # metrics must never fail a call that Bedrock already billed
         logger.exception("metric emission failed", extra={"dimensions": dimensions})
@@ -97,7 +103,10 @@ def emit_call(record: UsageRecord) -> None:
     else:
         # Never a silent $0: unpriced calls have no cost metrics, only this count.
         values.append(("UnpricedInvocations", MetricUnit.Count, 1))
-    _emit({"PrincipalId": record.principal_id, "ModelId": record.model_id}, values)
+    # Properties, not dimensions: they tie each data point to its price book and ledger record
+    # without multiplying the metric's identity.
+    metadata = {"PriceBookVersion": cost.price_book_version, "RequestId": record.request_id}
+    _emit({"PrincipalId": record.principal_id, "ModelId": record.model_id}, values, metadata)
 
 
 def _emit_one(name: str, dimension_values: tuple[str, ...]) -> None:

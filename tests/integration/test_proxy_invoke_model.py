@@ -10,6 +10,7 @@ import pytest
 
 from bedrock_spend import metrics
 from bedrock_spend.errors import BEDROCK_ERROR_STATUS
+from bedrock_spend.prices import load_price_book
 from bedrock_spend.proxy import app
 from tests.conftest import USAGE_TABLE, load_event
 from tests.helpers import (
@@ -59,6 +60,8 @@ def test_claude_call_returns_the_model_body_and_emits_metrics(
     assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["PrincipalId", "ModelId"]]
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "BedrockCostApportionment"
     assert (emf["PrincipalId"], emf["ModelId"]) == ("User::alice", HAIKU)
+    assert emf["PriceBookVersion"] == load_price_book().version
+    assert emf["RequestId"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
     assert {"InputTokensUsed", "InputTokensCost", "OutputTokensUsed", "OutputTokensCost"} <= metric_names(emf)
     assert {"TotalCost", "Invocations", "CacheReadTokensUsed"} <= metric_names(emf)
     assert emf_value(emf, "InputTokensUsed") == billed[0]["input_tokens"]
