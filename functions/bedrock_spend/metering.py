@@ -21,6 +21,7 @@ from bedrock_spend import bedrock, buffered_stream, metrics, request_metadata
 from bedrock_spend.bedrock import BedrockRequest, BedrockResponse
 from bedrock_spend.errors import (
     BadRequestError,
+    BedrockTimeoutError,
     BudgetExceededError,
     ForbiddenModelError,
     ProxyError,
@@ -150,6 +151,19 @@ def call(request: BedrockRequest, caller: Caller, ctx: RequestContext) -> Bedroc
     check_before_call(caller, ref, ctx)
     try:
         served = _SERVERS[request.operation](ref, request)
+    except BedrockTimeoutError as exc:
+        metrics.emit_bedrock_error(exc.type)
+        # Bedrock may bill a call we stopped waiting for. Its usage is unknown, but the call is
+        # recorded (unpriced, "no usage reported") so reports and reconciliation can see it.
+        record_billed(
+            lambda: Usage(source="none"),
+            caller=caller,
+            ref=ref,
+            ctx=ctx,
+            operation=request.operation,
+            stream_error=exc.type,
+        )
+        raise
     except ProxyError as exc:
         metrics.emit_bedrock_error(exc.type)
         raise
