@@ -40,6 +40,7 @@ def reset_caches() -> None:
 
     for cached in (
         aws.client,
+        aws.session,
         bedrock.runtime_client,
         settings.proxy_settings,
         settings.authorizer_settings,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from bedrock_spend import aws
 from bedrock_spend.errors import (
     BEDROCK_ERROR_STATUS,
     BadRequestError,
@@ -64,18 +65,18 @@ class BedrockStream:
 
 @cache
 def runtime_client() -> Any:
-    import boto3
     from botocore.config import Config
 
     settings = proxy_settings()
     config = Config(
+        region_name=settings.region,
         connect_timeout=settings.bedrock_connect_timeout,
         read_timeout=settings.bedrock_read_timeout,
         # The caller's SDK owns retries: a retry here would spend API Gateway's 29 s twice.
         retries={"total_max_attempts": settings.bedrock_max_attempts, "mode": "standard"},
         max_pool_connections=10,
     )
-    client = boto3.session.Session().client("bedrock-runtime", region_name=settings.region, config=config)
+    client = aws.new_client("bedrock-runtime", config)
     for operation in RAW_OPERATIONS:
         client.meta.events.register(f"before-parse.bedrock-runtime.{operation}", _keep_raw_body)
     return client
@@ -164,6 +165,7 @@ def translate_error(exc: Exception) -> ProxyError:
         ConnectionError,
         ConnectTimeoutError,
         EventStreamError,
+        HTTPClientError,
         ReadTimeoutError,
     )
 
@@ -179,6 +181,8 @@ def translate_error(exc: Exception) -> ProxyError:
         return BedrockTimeoutError("Bedrock did not answer in time")
     if isinstance(exc, ConnectionError):
         return BedrockUnavailableError("Bedrock could not be reached")
+    if isinstance(exc, HTTPClientError):  # e.g. Bedrock closed the connection mid-answer
+        return BedrockUnavailableError("the connection to Bedrock failed")
     raise exc
 
 
