@@ -185,7 +185,7 @@ class _Collector:
                 self._usage.feed_chunk(decode_chunk(message))
                 return
             payload = json.loads(message.payload)
-        except (EventStreamError, ValueError):
+        except (EventStreamError, ValueError, RecursionError):
             return  # unreadable: passed on as it is, metered from the other events
         if isinstance(payload, dict):
             self._usage.feed_converse_event(message.event_type, payload)

@@ -297,7 +297,7 @@ def decode_chunk(msg: EventMessage) -> dict[str, Any]:
     try:
         envelope = json.loads(msg.payload)
         model_json = json.loads(base64.b64decode(envelope["bytes"], validate=True))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise EventStreamError(f"chunk payload is not base64 model JSON: {exc}") from exc
     if not isinstance(model_json, dict):
         raise EventStreamError("chunk model JSON is not an object")

@@ -50,7 +50,7 @@ def parse_invoke_request(raw: str | bytes | None) -> InvokeRequest:
         raise BadRequestError("request body is empty; expected a JSON object with modelId and body")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise BadRequestError(f"request body is not valid JSON: {str(exc)[:120]}") from exc
     if not isinstance(data, dict):
         raise BadRequestError(f"request body must be a JSON object, got {_type_name(data)}")

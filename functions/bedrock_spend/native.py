@@ -84,7 +84,7 @@ def _invoke_params(
 def _json_params(operation: str, model_id: str, body: bytes | None, caller: Caller) -> dict[str, Any]:
     try:
         data = json.loads(body or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise BadRequestError(f"request body is not valid JSON: {str(exc)[:120]}") from exc
     if not isinstance(data, dict):
         raise BadRequestError(f"{operation} request body must be a JSON object")

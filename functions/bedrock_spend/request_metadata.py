@@ -49,7 +49,7 @@ def merged_header(raw: str | None, caller: Caller) -> str:
     if raw is not None and raw.strip():
         try:
             client = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise BadRequestError("X-Amzn-Bedrock-Request-Metadata must be a JSON object") from exc
         if not isinstance(client, dict):
             raise BadRequestError("X-Amzn-Bedrock-Request-Metadata must be a JSON object")
