@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: install run test test-fast lint format typecheck validate security build deploy bench prices check clean
+.PHONY: install tools run test test-slow test-all lint format typecheck validate security build deploy bench prices check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,13 @@ install: $(VENV)/.installed
 run: install  ## the whole proxy on http://127.0.0.1:3000 (ARGS="--port 8080 --bedrock aws")
 	$(BIN)/bedrock-spend-local $(ARGS)
 
-test: install  ## the README's test command
-	$(BIN)/python -m pytest
-
-test-fast: install
+test: install  ## the README's test command: everything but the heavy suites, a few minutes
 	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install  ## the heavy suites: soak, long fuzz runs, long streams, the browser (CI runs them too)
+	$(BIN)/python -m pytest -m slow
+
+test-all: test test-slow
 
 lint: install
 	$(BIN)/ruff check .
@@ -37,23 +39,35 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-validate: install
-	$(BIN)/sam validate --lint
-	$(BIN)/cfn-lint template.yaml
+# aws-sam-cli, cfn-lint and checkov pin older boto3/botocore; each gets a venv of its own so the
+# project's venv (and its tests) always run the newest AWS SDKs.
+SAM := .venv-sam/bin/sam
+CHECKOV := .venv-checkov/bin/checkov
 
-# checkov pins old boto3/packaging, so it gets a venv of its own.
-.venv-tools/bin/checkov:
-	$(PYTHON) -m venv .venv-tools
-	.venv-tools/bin/python -m pip install --quiet checkov
+$(SAM):
+	$(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/python -m pip install --quiet --upgrade pip
+	.venv-sam/bin/python -m pip install --quiet aws-sam-cli cfn-lint
 
-security: .venv-tools/bin/checkov  ## security linter over the template (offline); skips are justified in template.yaml
-	.venv-tools/bin/checkov --skip-download -f template.yaml --framework cloudformation --compact --quiet
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet checkov
 
-build: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sam build
+tools: $(SAM) $(CHECKOV)  ## the template tools, each in its own venv
+
+validate: $(SAM)
+	$(SAM) validate --lint
+	.venv-sam/bin/cfn-lint template.yaml
+
+security: $(CHECKOV)  ## security linter over the template (offline); skips are justified in template.yaml
+	$(CHECKOV) --skip-download -f template.yaml --framework cloudformation --compact --quiet
+
+# functions/Makefile runs pip with the Python on PATH: the project's, not the tools venv's.
+build: install $(SAM)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(SAM) build
 
 deploy: build
-	$(BIN)/sam deploy --guided
+	$(SAM) deploy --guided
 
 bench: install
 	$(BIN)/python scripts/bench.py
@@ -64,4 +78,4 @@ prices: install
 check: lint typecheck validate security test
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .venv-tools
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .venv-sam .venv-checkov
