@@ -34,20 +34,11 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 def reset_caches() -> None:
-    """Forget settings and clients cached by the functions (they are per process in Lambda)."""
-    from bedrock_spend import aws, bedrock, ledger, metering, settings
+    """Forget clients and the authorizer's settings cached per process (a Lambda runs one test)."""
+    from bedrock_spend import aws, settings
     from bedrock_spend.authorizer import service
 
-    for cached in (
-        aws.client,
-        aws.session,
-        bedrock.runtime_client,
-        settings.proxy_settings,
-        settings.authorizer_settings,
-        service.key_store,
-        ledger.default_ledger,
-        metering.profile_resolver,
-    ):
+    for cached in (aws.client, aws.session, settings.authorizer_settings, service.key_store):
         cached.cache_clear()
 
 
@@ -140,8 +131,15 @@ def dynamodb(aws_env: dict[str, str]) -> Any:
 
 
 @pytest.fixture
-def proxy_env(aws_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """aws_env plus Bedrock Runtime served by the emulator."""
+def proxy_env(
+    aws_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """aws_env plus Bedrock Runtime served by the emulator, and a fresh proxy app serving
+    :func:`tests.proxy_client.invoke` (it reads the environment on its first request)."""
+    from bedrock_spend.proxy.app import create_app
+    from tests import proxy_client
+
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator.url)
     reset_caches()
-    return {**aws_env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url}
+    with proxy_client.running(create_app()):
+        yield {**aws_env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url}

@@ -1,8 +1,11 @@
-"""Lazily created, cached boto3 clients for the functions' AWS calls other than Bedrock Runtime.
+"""Lazily created, cached botocore clients for the functions' AWS calls other than Bedrock Runtime.
+
+botocore alone, not boto3: boto3 adds resources and s3transfer to every cold start and
+nothing here uses them.
 
 Never created at import time: tests start moto (or point AWS_ENDPOINT_URL_* at a local
 server) before the first client exists, and cold starts only pay for clients they use.
-Endpoints come from boto3's own configuration (e.g. AWS_ENDPOINT_URL_DYNAMODB), so the
+Endpoints come from botocore's own configuration (e.g. AWS_ENDPOINT_URL_DYNAMODB), so the
 same code talks to AWS, moto or the local stack.
 
 Timeouts and retries are short and bounded: these calls sit on the request path, some of
@@ -30,14 +33,14 @@ _CLIENT_LOCK = threading.Lock()
 
 @cache
 def session() -> Any:
-    import boto3
+    import botocore.session
 
-    return boto3.session.Session()
+    return botocore.session.get_session()
 
 
 def new_client(service: str, config: Any) -> Any:
     with _CLIENT_LOCK:
-        return session().client(service, config=config)
+        return session().create_client(service, config=config)
 
 
 @cache

@@ -82,29 +82,22 @@ class BedrockError(ProxyError):
     """An error Bedrock returned (type and status are Bedrock's own)."""
 
 
-class BedrockTimeoutError(ProxyError):
-    status = 504
-    type = "BedrockTimeout"
+class BedrockNotReachedError(ProxyError):
+    """The request never reached Bedrock (connect failure): not a call, nothing billed."""
 
-
-class BedrockUnavailableError(ProxyError):
     status = 503
     type = "BedrockUnavailable"
 
 
-# Bedrock Runtime error shapes and their HTTP status (reference §6). Used when botocore
-# gives no status (it always should) and by the emulator-facing tests.
-BEDROCK_ERROR_STATUS: dict[str, int] = {
-    "ValidationException": 400,
-    "ServiceQuotaExceededException": 400,
-    "ConflictException": 400,
-    "AccessDeniedException": 403,
-    "ResourceNotFoundException": 404,
-    "ModelTimeoutException": 408,
-    "ModelErrorException": 424,
-    "ModelStreamErrorException": 424,
-    "ThrottlingException": 429,
-    "ModelNotReadyException": 429,
-    "InternalServerException": 500,
-    "ServiceUnavailableException": 503,
-}
+class BedrockConnectionLostError(ProxyError):
+    """The connection broke after the request was sent: Bedrock may have billed the call."""
+
+    status = 502
+    type = "BedrockConnectionLost"
+
+
+class BedrockTimeoutError(ProxyError):
+    """Bedrock sent nothing for longer than the idle timeout, after the request was sent."""
+
+    status = 504
+    type = "BedrockTimeout"

@@ -1,26 +1,25 @@
-"""The `POST /invoke-model` request: `{"modelId": str, "body": object, ...InvokeModel options}`."""
+"""The `POST /invoke-model` request: `{"modelId": str, "body": object, ...InvokeModel options}`.
+
+The options are InvokeModel's header members under their boto3 names (``trace``,
+``serviceTier``, ``guardrailIdentifier``, ...). Which members exist and which values an enum
+takes are read from botocore's service model, never copied; the request then travels to
+Bedrock as the native InvokeModel call with those headers (:func:`to_call`).
+"""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
 
+from bedrock_spend import json_body, native
 from bedrock_spend.errors import BadRequestError
+from bedrock_spend.usage_record import Caller
 
-# Optional InvokeModel members accepted by the API, with the values Bedrock accepts
-# (reference §1). None means "any non-empty string".
-_ENUMS: dict[str, tuple[str, ...] | None] = {
-    "contentType": ("application/json",),
-    "accept": None,
-    "trace": ("ENABLED", "DISABLED", "ENABLED_FULL"),
-    "guardrailIdentifier": None,
-    "guardrailVersion": None,
-    "performanceConfigLatency": ("standard", "optimized"),
-    "serviceTier": ("priority", "default", "flex", "reserved"),
-}
-_GUARDRAIL_VERSION = re.compile(r"(?:[1-9][0-9]{0,7}|DRAFT)")
+# Set by the proxy from the caller's key, never by the caller.
+_OURS = frozenset({"requestMetadata"})
+# Bedrock accepts only JSON bodies here, and this route's body is a JSON object.
+_CONTENT_TYPES = ("application/json",)
 MAX_OPTION_LENGTH = 2048
 
 
@@ -39,46 +38,58 @@ class InvokeRequest:
         return self.options.get("performanceConfigLatency")
 
 
-def _type_name(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
+@cache
+def _options() -> dict[str, native.HeaderMember]:
+    """The options this route takes: InvokeModel's header members but the proxy's own."""
+    return {name: m for name, m in native.invoke_header_members().items() if name not in _OURS}
+
+
+@cache
+def _pattern(name: str) -> re.Pattern[str] | None:
+    pattern = _options()[name].pattern
+    return re.compile(pattern) if pattern else None
 
 
 def parse_invoke_request(raw: str | bytes | None) -> InvokeRequest:
-    if raw is None or not raw.strip():
-        raise BadRequestError("request body is empty; expected a JSON object with modelId and body")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise BadRequestError(f"request body is not valid JSON: {str(exc)[:120]}") from exc
-    if not isinstance(data, dict):
-        raise BadRequestError(f"request body must be a JSON object, got {_type_name(data)}")
-    unknown = sorted(set(data) - {"modelId", "body", *_ENUMS})
+    data = json_body.parse_object(raw, "request body")
+    options_allowed = _options()
+    unknown = sorted(set(data) - {"modelId", "body", *options_allowed})
     if unknown:
         raise BadRequestError(f"unknown field(s): {', '.join(repr(name)[:80] for name in unknown[:5])}")
     model_id = data.get("modelId")
     if model_id is None:
         raise BadRequestError("field 'modelId' is required")
     if not isinstance(model_id, str) or not model_id:
-        raise BadRequestError(f"field 'modelId' must be a non-empty string, got {_type_name(model_id)}")
+        raise BadRequestError(
+            f"field 'modelId' must be a non-empty string, got {json_body.type_name(model_id)}"
+        )
     if "body" not in data:
         raise BadRequestError("field 'body' is required")
     if not isinstance(data["body"], dict):
-        raise BadRequestError(f"field 'body' must be a JSON object, got {_type_name(data['body'])}")
+        raise BadRequestError(f"field 'body' must be a JSON object, got {json_body.type_name(data['body'])}")
     options: dict[str, str] = {}
-    for name, allowed in _ENUMS.items():
+    for name, member in options_allowed.items():
         if name not in data:
             continue
+        allowed = _CONTENT_TYPES if name == "contentType" else (member.enum or None)
         value = data[name]
         if not isinstance(value, str) or not value or len(value) > MAX_OPTION_LENGTH:
-            raise BadRequestError(f"field {name!r} must be a non-empty string, got {_type_name(value)}")
+            raise BadRequestError(
+                f"field {name!r} must be a non-empty string, got {json_body.type_name(value)}"
+            )
         if allowed is not None and value not in allowed:
             raise BadRequestError(f"field {name!r} must be one of {', '.join(allowed)}")
+        pattern = _pattern(name) if name.startswith("guardrail") else None
+        if pattern is not None and not pattern.fullmatch(value):
+            raise BadRequestError(f"field {name!r} is not a valid {name} ({pattern.pattern})")
         options[name] = value
-    if "guardrailVersion" in options and not _GUARDRAIL_VERSION.fullmatch(options["guardrailVersion"]):
-        raise BadRequestError("field 'guardrailVersion' must be 1-99999999 or DRAFT")
     if ("guardrailIdentifier" in options) != ("guardrailVersion" in options):
         raise BadRequestError("fields 'guardrailIdentifier' and 'guardrailVersion' go together")
-    body = json.dumps(data["body"], separators=(",", ":"), ensure_ascii=False).encode()
-    return InvokeRequest(model_id=model_id, body=body, options=options)
+    return InvokeRequest(model_id=model_id, body=json_body.dump(data["body"]), options=options)
+
+
+def to_call(request: InvokeRequest, caller: Caller) -> native.BedrockCall:
+    """The native InvokeModel call this request stands for: options become their headers."""
+    members = native.invoke_header_members()
+    headers = {members[name].header: value for name, value in request.options.items()}
+    return native.invoke_call("InvokeModel", request.model_id, headers, request.body, caller)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from datetime import UTC, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 from bedrock_spend import aws
@@ -158,8 +157,3 @@ def _is_duplicate(exc: Any) -> bool:
     reasons = exc.response.get("CancellationReasons") or []
     # Only the conditional put failing means "already recorded"; anything else is an error.
     return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"
-
-
-@cache
-def default_ledger(table_name: str, ttl_days: int) -> Ledger:
-    return Ledger(table_name, ttl_days=ttl_days)

@@ -1,46 +1,58 @@
-"""The proxy's use case: check limits, call Bedrock, meter what it billed, record it.
+"""The proxy's use case: refuse before Bedrock, forward, meter what goes by, record once at the end.
 
 Order matters: every refusal (bad model id, allow-list, unpriced policy, budget) happens
-before Bedrock is called; after Bedrock has answered, nothing may fail the caller or lose
-the usage (see :func:`record_billed`).
+before Bedrock is called. Once the request may have reached Bedrock, nothing may fail the
+caller because of metering, and the call is recorded exactly once: when the answer ends
+(completed, a Bedrock error mid-stream, the connection to Bedrock broken, the caller gone),
+or when the connection breaks after the request was sent (possibly billed, usage unknown).
+
+Collaborators (settings, the Bedrock forwarder, the ledger, the price book, the profile
+resolver) are passed in as :class:`Collaborators`; :func:`default_collaborators` builds the
+production ones once, at the edge.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
+import anyio
 from aws_lambda_powertools import Logger
 
-from bedrock_spend import bedrock, buffered_stream, metrics, request_metadata
-from bedrock_spend.bedrock import BedrockRequest, BedrockResponse
+from bedrock_spend import metrics
 from bedrock_spend.errors import (
     BadRequestError,
+    BedrockConnectionLostError,
+    BedrockNotReachedError,
     BedrockTimeoutError,
     BudgetExceededError,
     ForbiddenModelError,
-    ProxyError,
     UnpricedModelError,
 )
-from bedrock_spend.invoke_request import InvokeRequest
+from bedrock_spend.forwarding import Forwarder, Upstream
 from bedrock_spend.keys import model_allowed
-from bedrock_spend.ledger import Ledger, default_ledger
+from bedrock_spend.ledger import Ledger
+from bedrock_spend.meters import Measured, Meter, meter_for
 from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_id
-from bedrock_spend.prices import Cost, load_price_book
+from bedrock_spend.native import BedrockCall
+from bedrock_spend.prices import Cost, PriceBook
 from bedrock_spend.profiles import ProfileResolver
-from bedrock_spend.settings import proxy_settings
-from bedrock_spend.usage import Usage, usage_from_converse, usage_from_invoke
+from bedrock_spend.settings import ProxySettings
+from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import Caller, UsageRecord
 
 logger = Logger(child=True)
 MICRO = Decimal(1_000_000)
-SERVICE_TIER_HEADER = "x-amzn-bedrock-service-tier"
-LATENCY_HEADER = "x-amzn-bedrock-performanceconfig-latency"
+# Bedrock's answer headers relayed to the caller: SDKs read the content type, the request id,
+# the error type, the token counts, the tier served and, on streams, the model's content type.
+RELAYED_HEADERS = frozenset({"content-type", "x-amzn-requestid", "x-amzn-errortype"})
+RELAYED_PREFIX = "x-amzn-bedrock-"
+# Free, and never recorded.
+UNMETERED = frozenset({"CountTokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,40 +61,46 @@ class RequestContext:
     requested_at: datetime
 
 
-@cache
-def profile_resolver() -> ProfileResolver:
-    from bedrock_spend import aws
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    settings: ProxySettings
+    bedrock: Forwarder
+    ledger: Ledger | None
+    price_book: PriceBook
+    profiles: ProfileResolver
 
-    return ProfileResolver(
-        static=proxy_settings().app_profile_models,
-        client_factory=lambda: aws.client("bedrock"),
+
+def default_collaborators(settings: ProxySettings) -> Collaborators:
+    from bedrock_spend import aws
+    from bedrock_spend.prices import load_price_book
+
+    return Collaborators(
+        settings=settings,
+        bedrock=Forwarder(
+            settings.bedrock_endpoint,
+            settings.region,
+            connect_timeout=settings.bedrock_connect_timeout,
+            idle_timeout=settings.bedrock_idle_timeout,
+        ),
+        ledger=Ledger(settings.usage_table, ttl_days=settings.usage_record_ttl_days)
+        if settings.usage_table
+        else None,
+        price_book=load_price_book(),
+        profiles=ProfileResolver(
+            static=settings.app_profile_models, client_factory=lambda: aws.client("bedrock")
+        ),
     )
 
 
-def ledger() -> Ledger | None:
-    settings = proxy_settings()
-    if not settings.usage_table:
-        return None
-    return default_ledger(settings.usage_table, settings.usage_record_ttl_days)
+# --- refusals, before Bedrock is called ----------------------------------------------------------
 
 
-def resolve_model(model_id: str) -> ModelRef:
+def resolve_model(deps: Collaborators, model_id: str) -> ModelRef:
     try:
         ref = parse_model_id(model_id)
     except InvalidModelIdError as exc:
         raise BadRequestError(f"invalid modelId: {exc}") from exc
-    return profile_resolver().resolve(ref)
-
-
-def check_before_call(caller: Caller, ref: ModelRef, ctx: RequestContext) -> None:
-    """Every refusal that must happen before Bedrock bills anything."""
-    check_allowed(caller, ref)
-    settings = proxy_settings()
-    if settings.unpriced_policy == "deny" and not load_price_book().is_priced(ref, region=settings.region):
-        raise UnpricedModelError(
-            f"model {ref.raw!r} has no price in the price book and this deployment refuses unpriced models"
-        )
-    check_budget(caller, ctx)
+    return deps.profiles.resolve(ref)
 
 
 def check_allowed(caller: Caller, ref: ModelRef) -> None:
@@ -90,21 +108,33 @@ def check_allowed(caller: Caller, ref: ModelRef) -> None:
         raise ForbiddenModelError(f"model {ref.raw!r} is not in the allow-list of key {caller.key_id}")
 
 
-def check_budget(caller: Caller, ctx: RequestContext) -> None:
-    book = ledger()
-    if caller.monthly_budget_usd is None or book is None:
+def check_before_call(deps: Collaborators, caller: Caller, ref: ModelRef, ctx: RequestContext) -> None:
+    """Every refusal that must happen before Bedrock bills anything."""
+    check_allowed(caller, ref)
+    if deps.settings.unpriced_policy == "deny" and not deps.price_book.is_priced(
+        ref, region=deps.settings.region
+    ):
+        raise UnpricedModelError(
+            f"model {ref.raw!r} has no price in the price book and this deployment refuses unpriced models"
+        )
+    check_budget(deps.ledger, caller, ctx)
+
+
+def check_budget(ledger: Ledger | None, caller: Caller, ctx: RequestContext) -> None:
+    if caller.monthly_budget_usd is None or ledger is None:
         return
     month = ctx.requested_at.astimezone(UTC).strftime("%Y-%m")
-    spent = book.month_spend(caller.principal_id, month) / MICRO
+    spent = ledger.month_spend(caller.principal_id, month) / MICRO
     if spent >= caller.monthly_budget_usd:
         metrics.emit_budget_refusal(caller.principal_id)
         spent_usd = _usd(spent)  # exact: small budgets must not be misstated by rounding
+        resets = _next_month(ctx.requested_at)
         raise BudgetExceededError(
             f"monthly budget of ${caller.monthly_budget_usd} for {caller.principal_id} is spent "
-            f"(${spent_usd} so far); it resets on {_next_month(ctx.requested_at)}",
+            f"(${spent_usd} so far); it resets on {resets}",
             budget_usd=str(caller.monthly_budget_usd),
             spent_usd=spent_usd,
-            resets_at=_next_month(ctx.requested_at),
+            resets_at=resets,
         )
 
 
@@ -119,155 +149,119 @@ def _next_month(when: datetime) -> str:
     return f"{year:04d}-{month:02d}-01T00:00:00Z"
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
-    """What Bedrock answered, and how to measure what it billed for it."""
-
-    response: BedrockResponse
-    measure: Callable[[], Usage]
-    # The tier and latency mode Bedrock reports it served: that is what it bills.
-    service_tier: str | None = None
-    latency: str | None = None
-    stream_error: str | None = None
+# --- the call ------------------------------------------------------------------------------------
 
 
-def invoke(request: InvokeRequest, caller: Caller, ctx: RequestContext) -> BedrockResponse:
-    """``POST /invoke-model``: InvokeModel with the caller named in the request metadata."""
-    params = {**request.options, "requestMetadata": request_metadata.merged_header(None, caller)}
-    return call(
-        BedrockRequest("InvokeModel", request.model_id, {"body": request.body, **params}), caller, ctx
-    )
+class Relay:
+    """Bedrock's answer on its way to the caller: relay :meth:`chunks`, then :meth:`end` once.
 
-
-def call(request: BedrockRequest, caller: Caller, ctx: RequestContext) -> BedrockResponse:
-    """Every Bedrock operation: refuse before the call, meter and record after it.
-
-    CountTokens is free: it is forwarded (within the key's allow-list) and never recorded.
+    ``end`` closes the connection to Bedrock and, for a metered call, records it with what
+    the meter saw. It never raises.
     """
-    ref = resolve_model(request.model_id)
-    if request.operation == "CountTokens":
-        check_allowed(caller, ref)
-        return bedrock.call(request)
-    check_before_call(caller, ref, ctx)
-    try:
-        served = _SERVERS[request.operation](ref, request)
-    except BedrockTimeoutError as exc:
-        metrics.emit_bedrock_error(exc.type)
-        # Bedrock may bill a call we stopped waiting for. Its usage is unknown, but the call is
-        # recorded (unpriced, "no usage reported") so reports and reconciliation can see it.
-        record_billed(
-            lambda: Usage(source="none"),
-            caller=caller,
-            ref=ref,
-            ctx=ctx,
-            operation=request.operation,
-            stream_error=exc.type,
-        )
-        raise
-    except ProxyError as exc:
-        metrics.emit_bedrock_error(exc.type)
-        raise
-    record_billed(
-        served.measure,
-        caller=caller,
-        ref=ref,
-        ctx=ctx,
-        operation=request.operation,
-        service_tier=served.service_tier,
-        latency=served.latency,
-        stream_error=served.stream_error,
-    )
-    return served.response
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        deadline: float,
+        meter: Meter | None = None,
+        record: Any = None,
+    ) -> None:
+        self.status = upstream.status
+        self.headers = {
+            name: value
+            for name, value in upstream.headers.items()
+            if name in RELAYED_HEADERS or name.startswith(RELAYED_PREFIX)
+        }
+        self.deadline = deadline
+        self._upstream = upstream
+        self._meter = meter
+        self._record = record
+        self._ended = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Bedrock's bytes as they arrive, each metered; domain errors if the connection fails."""
+        async for data in self._upstream.chunks():
+            if self._meter is not None:
+                self._meter.feed(data)
+            yield data
+
+    async def end(self, error: str | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            await self._upstream.close()
+        except Exception:  # the answer is over either way
+            logger.warning("closing Bedrock's connection failed", exc_info=True)
+        if self._meter is not None and self._record is not None:
+            measured = self._meter.finish(error)
+            await anyio.to_thread.run_sync(self._record, measured)
 
 
-def _serve_invoke(ref: ModelRef, request: BedrockRequest) -> Served:
-    response = bedrock.call(request)
-    body = request.params.get("body")
-    return Served(
-        response,
-        lambda: usage_from_invoke(ref, response.body, response.headers, body),
-        service_tier=response.headers.get(SERVICE_TIER_HEADER) or request.params.get("serviceTier"),
-        latency=response.headers.get(LATENCY_HEADER) or request.params.get("performanceConfigLatency"),
-    )
-
-
-def _serve_converse(ref: ModelRef, request: BedrockRequest) -> Served:
-    response = bedrock.call(request)
-    answer = _json_object(response.body)
-    return Served(
-        response,
-        lambda: usage_from_converse(answer),
-        service_tier=_member(answer, "serviceTier", "type") or _member(request.params, "serviceTier", "type"),
-        latency=_member(answer, "performanceConfig", "latency")
-        or _member(request.params, "performanceConfig", "latency"),
-    )
-
-
-def _serve_stream(ref: ModelRef, request: BedrockRequest) -> Served:
-    stream = bedrock.open_stream(request)
-    collected = buffered_stream.collect(ref, request.operation, stream.chunks)
-    headers = stream.headers
-    if request.operation == "ConverseStream":
-        tier = collected.service_tier or _member(request.params, "serviceTier", "type")
-        latency = collected.latency or _member(request.params, "performanceConfig", "latency")
+async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: RequestContext) -> Relay:
+    """Refuse, forward, and return the answer to relay; domain errors before Bedrock answered."""
+    started = time.monotonic()
+    ref = await anyio.to_thread.run_sync(resolve_model, deps, call.model_id)
+    metered = call.operation not in UNMETERED
+    if metered:
+        await anyio.to_thread.run_sync(check_before_call, deps, caller, ref, ctx)
     else:
-        tier = headers.get(SERVICE_TIER_HEADER) or request.params.get("serviceTier")
-        latency = headers.get(LATENCY_HEADER) or request.params.get("performanceConfigLatency")
-    return Served(
-        BedrockResponse(body=collected.body, content_type=buffered_stream.EVENT_STREAM, headers=headers),
-        collected.usage.usage,
-        service_tier=tier,
-        latency=latency,
-        stream_error=collected.error,
-    )
+        check_allowed(caller, ref)
 
+    def record(measured: Measured) -> None:
+        record_billed(deps, measured, caller=caller, ref=ref, ctx=ctx, operation=call.operation)
 
-_SERVERS: dict[str, Callable[[ModelRef, BedrockRequest], Served]] = {
-    "InvokeModel": _serve_invoke,
-    "Converse": _serve_converse,
-    "InvokeModelWithResponseStream": _serve_stream,
-    "ConverseStream": _serve_stream,
-}
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # passed on as Bedrock sent it; usage "not reported"
-        return {}
-    return value if isinstance(value, dict) else {}
+        upstream = await deps.bedrock.open(call.outbound)
+    except BedrockNotReachedError as exc:
+        metrics.emit_bedrock_error(exc.type)
+        raise
+    except (BedrockConnectionLostError, BedrockTimeoutError) as exc:
+        metrics.emit_bedrock_error(exc.type)
+        if metered:
+            # The request was sent: Bedrock may bill it. Usage unknown, the call recorded.
+            await anyio.to_thread.run_sync(record, Measured(Usage(source="none"), stream_error=exc.type))
+        raise
+    deadline = started + deps.settings.max_call_seconds
+    if upstream.status >= 300:
+        metrics.emit_bedrock_error(_error_type(upstream))
+        return Relay(upstream, deadline=deadline)  # Bedrock does not bill a refused call
+    if not metered:
+        return Relay(upstream, deadline=deadline)
+    meter = meter_for(call.operation, ref, upstream.headers, call.requested)
+    return Relay(upstream, deadline=deadline, meter=meter, record=record)
 
 
-def _member(obj: Mapping[str, Any], outer: str, inner: str) -> str | None:
-    value = obj.get(outer)
-    inner_value = value.get(inner) if isinstance(value, Mapping) else None
-    return inner_value if isinstance(inner_value, str) and inner_value else None
+def _error_type(upstream: Upstream) -> str:
+    # "ThrottlingException:http://internal.amazon.com/coral/..." -> "ThrottlingException"
+    raw = upstream.headers.get("x-amzn-errortype") or f"HTTP{upstream.status}"
+    return raw.split(":", 1)[0] or f"HTTP{upstream.status}"
+
+
+# --- recording -----------------------------------------------------------------------------------
 
 
 def record_billed(
-    measure: Callable[[], Usage],
+    deps: Collaborators,
+    measured: Measured,
     *,
     caller: Caller,
     ref: ModelRef,
     ctx: RequestContext,
     operation: str,
-    service_tier: str | None = None,
-    latency: str | None = None,
-    stream_error: str | None = None,
-) -> UsageRecord | None:
-    """Meter and record a call Bedrock has billed. Never raises.
+) -> UsageRecord:
+    """Price and record a call Bedrock may have billed. Never raises.
 
-    Each step degrades instead of failing: unreadable usage is recorded as unknown,
-    a pricing failure as unpriced, a ledger failure as a replayable log line.
+    Each step degrades instead of failing: a pricing failure is recorded as unpriced, a
+    ledger failure as a replayable log line.
     """
-    region = proxy_settings().region
+    region = deps.settings.region
+    usage = measured.usage
     try:
-        usage = measure()
-    except Exception:
-        logger.exception("usage extraction failed", extra={"model_id": ref.raw})
-        usage = Usage(source="none")
-    try:
-        cost = load_price_book().price(usage, ref, region=region, service_tier=service_tier, latency=latency)
+        cost = deps.price_book.price(
+            usage, ref, region=region, service_tier=measured.service_tier, latency=measured.latency
+        )
     except Exception:
         logger.exception("pricing failed", extra={"model_id": ref.raw})
         cost = Cost(priced=False, price_book_version="unavailable", reason="pricing failed")
@@ -281,39 +275,45 @@ def record_billed(
         region=region,
         usage=usage,
         cost=cost,
-        service_tier=service_tier,
-        latency=latency,
-        stream_error=stream_error,
+        service_tier=measured.service_tier,
+        latency=measured.latency,
+        stream_error=measured.stream_error,
     )
-    save(record)
+    save(deps, record)
     return record
 
 
-def save(record: UsageRecord) -> None:
-    metrics.emit_call(record)
+def save(deps: Collaborators, record: UsageRecord) -> None:
     try:
-        book = ledger()
-        if book is None:
+        metrics.emit_call(record)
+    except Exception:  # metrics are for dashboards; the ledger is the record
+        logger.exception("emitting metrics failed")
+    try:
+        if deps.ledger is None:
             logger.info("usage record", extra={"usage_record": record.to_dict()})
             return
-        book.record(record)
+        deps.ledger.record(record)
         if not record.cost.priced:
             logger.warning(
                 "unpriced invocation", extra={"model_id": record.model_id, "reason": record.cost.reason}
             )
-        check_soft_threshold(book, record)
     except Exception:
         # The durable fallback: every field, on one line that `bedrock-spend ledger replay` reads.
         logger.exception("USAGE_RECORD_UNSAVED", extra={"usage_record": record.to_dict()})
         metrics.emit_unsaved_record()
-
-
-def check_soft_threshold(book: Ledger, record: UsageRecord) -> None:
-    budget = record.caller.monthly_budget_usd
-    if budget is None or not record.cost.priced or record.cost.total == 0:
         return
-    threshold = budget * proxy_settings().budget_soft_threshold
-    after = book.month_spend(record.principal_id, record.month) / MICRO
+    try:
+        check_soft_threshold(deps, record)
+    except Exception:  # the record is saved; a warning metric is not worth failing for
+        logger.exception("soft-threshold check failed")
+
+
+def check_soft_threshold(deps: Collaborators, record: UsageRecord) -> None:
+    budget = record.caller.monthly_budget_usd
+    if budget is None or deps.ledger is None or not record.cost.priced or record.cost.total == 0:
+        return
+    threshold = budget * deps.settings.budget_soft_threshold
+    after = deps.ledger.month_spend(record.principal_id, record.month) / MICRO
     before = after - record.cost.total / MICRO
     if before < threshold <= after:
         metrics.emit_budget_threshold(record.principal_id)

@@ -37,9 +37,9 @@ Resolution = tuple[str, str]  # (base model id, scope)
 
 
 def _default_client_factory() -> Any:
-    import boto3
+    from bedrock_spend import aws
 
-    return boto3.client("bedrock")
+    return aws.client("bedrock")
 
 
 class ProfileResolver:

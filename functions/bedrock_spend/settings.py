@@ -13,10 +13,12 @@ from decimal import Decimal
 from functools import cache
 from typing import Literal
 
-# API Gateway REST integrations time out at 29 s; a Bedrock call (connect + read, over
-# every attempt) must end before that so the caller gets our JSON error, not API
-# Gateway's bare 504, and the Lambda is still alive to record usage.
-API_GATEWAY_TIMEOUT_SECONDS = 29.0
+# What recording a call may take after Bedrock's answer ends, at worst: the ledger write and
+# the soft-threshold read, each bounded by aws.py's timeouts and attempts ((1 + 2) s x 2).
+RECORD_SECONDS = 15.0
+# API Gateway's REST streaming limits: 15 minutes per call, 5 minutes idle (Regional).
+API_GATEWAY_STREAM_SECONDS = 900.0
+API_GATEWAY_IDLE_SECONDS = 300.0
 
 
 class SettingsError(RuntimeError):
@@ -55,24 +57,28 @@ class AuthorizerSettings:
 class ProxySettings:
     region: str
     usage_table: str | None
+    # Bedrock Runtime's base URL; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides it (local stack).
+    bedrock_endpoint: str = ""
     unpriced_policy: Literal["allow", "deny"] = "allow"
     bedrock_connect_timeout: float = 2.0
-    bedrock_read_timeout: float = 26.0
-    bedrock_max_attempts: int = 1
+    # Longest silence from Bedrock before a call is given up: API Gateway's own idle limit.
+    bedrock_idle_timeout: float = API_GATEWAY_IDLE_SECONDS
+    # Longest call; the function's timeout must leave room after it to record the call.
+    max_call_seconds: float = 870.0
+    function_timeout: float = API_GATEWAY_STREAM_SECONDS
     usage_record_ttl_days: int = 400
     budget_soft_threshold: Decimal = Decimal("0.8")
     # Application inference profile ARN -> base model id, for offline pricing.
     app_profile_models: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        worst_case = (self.bedrock_connect_timeout + self.bedrock_read_timeout) * self.bedrock_max_attempts
-        if worst_case >= API_GATEWAY_TIMEOUT_SECONDS:
+        if self.max_call_seconds + RECORD_SECONDS > self.function_timeout:
             raise SettingsError(
-                f"Bedrock timeouts allow {worst_case:.1f} s per call; keep (connect + read) x attempts "
-                f"under API Gateway's {API_GATEWAY_TIMEOUT_SECONDS:.0f} s"
+                f"MAX_CALL_SECONDS ({self.max_call_seconds:g}) leaves less than {RECORD_SECONDS:g} s of the "
+                f"function's {self.function_timeout:g} s timeout to record a call Bedrock has billed"
             )
-        if self.bedrock_max_attempts < 1:
-            raise SettingsError("BEDROCK_MAX_ATTEMPTS must be at least 1")
+        if min(self.bedrock_connect_timeout, self.bedrock_idle_timeout, self.max_call_seconds) <= 0:
+            raise SettingsError("Bedrock timeouts must be positive")
 
 
 @cache
@@ -80,8 +86,8 @@ def authorizer_settings() -> AuthorizerSettings:
     return AuthorizerSettings(api_key_table=_required("API_KEY_TABLE"))
 
 
-@cache
 def proxy_settings() -> ProxySettings:
+    """Read once per app, when it builds its collaborators (not cached: the app holds them)."""
     policy = os.environ.get("UNPRICED_MODEL_POLICY", "allow").strip().lower() or "allow"
     if policy not in ("allow", "deny"):
         raise SettingsError(f"UNPRICED_MODEL_POLICY must be 'allow' or 'deny', got {policy!r}")
@@ -98,13 +104,21 @@ def proxy_settings() -> ProxySettings:
         threshold = Decimal(os.environ.get("BUDGET_SOFT_THRESHOLD", "0.8") or "0.8")
     except ArithmeticError as exc:
         raise SettingsError("BUDGET_SOFT_THRESHOLD must be a decimal fraction such as 0.8") from exc
+    region = _required("AWS_REGION")
+    function_timeout = _float("FUNCTION_TIMEOUT_SECONDS", API_GATEWAY_STREAM_SECONDS)
     return ProxySettings(
-        region=_required("AWS_REGION"),
+        region=region,
         usage_table=os.environ.get("USAGE_TABLE") or None,
         unpriced_policy="deny" if policy == "deny" else "allow",
+        bedrock_endpoint=(
+            os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or f"https://bedrock-runtime.{region}.amazonaws.com"
+        ).rstrip("/"),
         bedrock_connect_timeout=_float("BEDROCK_CONNECT_TIMEOUT_SECONDS", 2.0),
-        bedrock_read_timeout=_float("BEDROCK_READ_TIMEOUT_SECONDS", 26.0),
-        bedrock_max_attempts=_int("BEDROCK_MAX_ATTEMPTS", 1),
+        bedrock_idle_timeout=_float("BEDROCK_IDLE_TIMEOUT_SECONDS", API_GATEWAY_IDLE_SECONDS),
+        max_call_seconds=_float("MAX_CALL_SECONDS", function_timeout - 2 * RECORD_SECONDS),
+        function_timeout=function_timeout,
         usage_record_ttl_days=_int("USAGE_RECORD_TTL_DAYS", 400),
         budget_soft_threshold=threshold,
         app_profile_models=profiles,

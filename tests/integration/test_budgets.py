@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from bedrock_spend.ledger import Ledger, total_key
-from bedrock_spend.proxy import app
+from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event
-from tests.helpers import LambdaContext, claude_body, emf_records, emf_value, metric_names
+from tests.helpers import claude_body, emf_records, emf_value, metric_names
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 pytestmark = pytest.mark.usefixtures("proxy_env")
@@ -22,7 +22,7 @@ def call(n: int, *, budget: str = "", models: str = "", model_id: str = HAIKU) -
     event["requestContext"]["requestId"] = f"req-{n}"
     event["requestContext"]["authorizer"].update(monthlyBudgetUsd=budget, allowedModels=models)
     event["body"] = json.dumps({"modelId": model_id, "body": claude_body("what does a budget buy")})
-    return app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+    return proxy_client.invoke(event)
 
 
 def month_spend(dynamodb: Any) -> Decimal:

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 from bedrock_spend import metrics
-from bedrock_spend.errors import BEDROCK_ERROR_STATUS
 from bedrock_spend.prices import load_price_book
-from bedrock_spend.proxy import app
+from bedrock_spend_local.emulator import error_statuses
+from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event
 from tests.helpers import (
-    LambdaContext,
     claude_body,
     emf_records,
     emf_value,
@@ -30,7 +29,7 @@ def call(payload: Any, *, raw: str | None = None, **authorizer: str) -> dict[str
     event = load_event("invoke_model")
     event["body"] = raw if raw is not None else json.dumps(payload)
     event["requestContext"]["authorizer"].update(authorizer)
-    return app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+    return proxy_client.invoke(event)
 
 
 def error_of(response: dict[str, Any]) -> dict[str, Any]:
@@ -125,25 +124,31 @@ def test_unpriced_model_is_served_and_flagged(
     assert item["UnpricedReason"]["S"]
 
 
-def test_throttled_bedrock_call_is_a_429_json_error(emulator: Any) -> None:
+def bedrock_error_type(response: dict[str, Any]) -> str:
+    """Bedrock's error, relayed unchanged: its JSON message and its x-amzn-errortype header."""
+    assert header(response, "Content-Type") == "application/json"
+    assert json.loads(response["body"])["message"]
+    return str(header(response, "x-amzn-errortype")).split(":", 1)[0]
+
+
+def test_throttled_bedrock_call_is_relayed_as_bedrock_sent_it(emulator: Any) -> None:
     emulator.fault("ThrottlingException")
     response = call({"modelId": HAIKU, "body": claude_body()})
     assert response["statusCode"] == 429
-    assert error_of(response)["type"] == "ThrottlingException"
-    assert header(response, "x-amzn-errortype") == "ThrottlingException"
+    assert bedrock_error_type(response) == "ThrottlingException"
     assert emulator.billed() == []
 
 
 @pytest.mark.parametrize(
-    "error_type", sorted(set(BEDROCK_ERROR_STATUS) - {"ConflictException", "ModelStreamErrorException"})
+    "error_type", sorted(set(error_statuses()) - {"ConflictException", "ModelStreamErrorException"})
 )
 def test_every_bedrock_error_maps_to_its_own_status(
     error_type: str, emulator: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     emulator.fault(error_type)
     response = call({"modelId": HAIKU, "body": claude_body()})
-    assert response["statusCode"] == BEDROCK_ERROR_STATUS[error_type]
-    assert error_of(response)["type"] == error_type
+    assert response["statusCode"] == error_statuses()[error_type]
+    assert bedrock_error_type(response) == error_type
     assert "Traceback" not in response["body"]
     errors = [r for r in emf_records(capsys.readouterr().out) if "BedrockErrors" in metric_names(r)]
     assert errors and errors[0]["ErrorType"] == error_type
@@ -209,7 +214,7 @@ def test_ledger_failure_logs_a_replayable_record_and_still_answers(
 def test_unknown_route_is_a_json_404() -> None:
     event = load_event("invoke_model")
     event["path"] = event["resource"] = "/nope"
-    response = app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+    response = proxy_client.invoke(event)
     assert response["statusCode"] == 404
     assert error_of(response)["type"] == "NotFound"
 
@@ -217,7 +222,7 @@ def test_unknown_route_is_a_json_404() -> None:
 def test_request_without_authorizer_context_is_refused(emulator: Any) -> None:
     event = load_event("invoke_model")
     event["requestContext"]["authorizer"] = None
-    response = app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+    response = proxy_client.invoke(event)
     assert response["statusCode"] == 401
     assert emulator.billed() == []
 
@@ -239,7 +244,7 @@ def test_service_tier_bedrock_reports_is_the_one_priced(emulator: Any, dynamodb:
     event = load_event("invoke_model")
     event["requestContext"]["requestId"] = "second-request"
     event["body"] = json.dumps({"modelId": model, "body": body, "serviceTier": "flex"})
-    assert app.lambda_handler(event, LambdaContext())["statusCode"] == 200  # type: ignore[arg-type]
+    assert proxy_client.invoke(event)["statusCode"] == 200  # type: ignore[arg-type]
     [flex] = [i for i in ledger_items(dynamodb) if i["RequestId"]["S"] == "second-request"]
     assert flex["ServiceTier"]["S"] == "flex"
     # Flex is half the standard rate in the price book (docs/prices.md).

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend.proxy import app
+from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event, reset_caches
-from tests.helpers import LambdaContext
 
 pytestmark = pytest.mark.usefixtures("proxy_env")
 
@@ -51,7 +50,7 @@ def call(model_id: str, body: dict[str, Any], request_id: str) -> dict[str, Any]
     event = load_event("invoke_model")
     event["requestContext"]["requestId"] = request_id
     event["body"] = json.dumps({"modelId": model_id, "body": body})
-    return app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+    return proxy_client.invoke(event)
 
 
 def item(dynamodb: Any, request_id: str) -> dict[str, Any]:

@@ -1,73 +1,92 @@
-"""Proxy Lambda: API Gateway REST routes -> metering -> Bedrock, the model's answer unchanged.
+"""Proxy: an ASGI app that relays Bedrock's answers as they stream and meters every call.
 
+In Lambda it runs under uvicorn behind the AWS Lambda Web Adapter (``run.sh``), which turns
+API Gateway's streaming invocations into HTTP requests; ``make run`` serves the same app.
 ``/invoke-model`` is this API's own JSON route; ``/model/{modelId}/<action>`` are Bedrock
 Runtime's paths (InvokeModel, Converse, both streams, CountTokens) for unmodified AWS SDKs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from bedrock_spend import metering, native
 from bedrock_spend.errors import NotFoundError, ProxyError
-from bedrock_spend.invoke_request import parse_invoke_request
+from bedrock_spend.invoke_request import parse_invoke_request, to_call
+from bedrock_spend.metering import Collaborators
 from bedrock_spend.proxy.http import (
-    body_bytes,
-    caller_from_event,
-    context_from_event,
+    RelayResponse,
+    caller_from,
+    context_from,
     error_response,
-    headers_from_event,
-    model_response,
+    request_context,
 )
+from bedrock_spend.settings import proxy_settings
 
-logger = Logger()
-app = APIGatewayRestResolver()
-
-
-@app.post("/invoke-model")
-def invoke_model() -> Response[Any]:
-    event = app.current_event.raw_event
-    request = parse_invoke_request(body_bytes(event))
-    response = metering.invoke(request, caller_from_event(event), context_from_event(event))
-    return model_response(response)
+logger = Logger(service="bedrock-spend-proxy")
 
 
-# Bedrock Runtime's own paths, so AWS SDKs work unchanged. A regex, not <modelId>: ARN model
-# ids hold "/" once decoded; native.parse_request splits the operation off the last segment.
-@app.post("/model/.+")
-def bedrock_operation() -> Response[Any]:
-    event = app.current_event.raw_event
-    caller = caller_from_event(event)
-    request = native.parse_request(
-        str(event.get("path") or ""), headers_from_event(event), body_bytes(event), caller
+def create_app(collaborators: Callable[[], Collaborators] | None = None) -> Starlette:
+    """The proxy app; ``collaborators`` builds its dependencies once, on the first request."""
+    build = collaborators or (lambda: metering.default_collaborators(proxy_settings()))
+    built: list[Collaborators] = []
+
+    def deps() -> Collaborators:
+        if not built:
+            built.append(build())
+        return built[0]
+
+    async def forward(request: Request, call: native.BedrockCall) -> Response:
+        context = request_context(request.headers)
+        relay = await metering.call(deps(), call, caller_from(context), context_from(context))
+        return RelayResponse(relay)
+
+    async def invoke_model(request: Request) -> Response:
+        caller = caller_from(request_context(request.headers))
+        return await forward(request, to_call(parse_invoke_request(await request.body()), caller))
+
+    async def bedrock_operation(request: Request) -> Response:
+        caller = caller_from(request_context(request.headers))
+        # The raw path: an ARN model id's "/" arrives as %2F and must not split the path.
+        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        return await forward(request, native.parse_request(raw_path, headers, await request.body(), caller))
+
+    async def on_proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        if exc.status >= 500:
+            logger.warning("request failed", extra={"error_type": exc.type, "status": exc.status})
+        return error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"))
+        return error_response(ProxyError(str(exc.detail), status=exc.status_code, type="MethodNotAllowed"))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unexpected error")
+        return error_response(ProxyError("internal error; see the proxy's logs"))
+
+    return Starlette(
+        routes=[
+            Route("/invoke-model", invoke_model, methods=["POST"]),
+            Route("/model/{target:path}", bedrock_operation, methods=["POST"]),
+        ],
+        exception_handlers={
+            ProxyError: on_proxy_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
     )
-    return model_response(metering.call(request, caller, context_from_event(event)))
 
 
-@app.exception_handler(ProxyError)  # type: ignore[untyped-decorator]
-def handle_proxy_error(error: ProxyError) -> Response[str]:
-    if error.status >= 500:
-        logger.warning("request failed", extra={"error_type": error.type, "status": error.status})
-    return error_response(error)
-
-
-@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
-def handle_unexpected(error: Exception) -> Response[str]:
-    logger.exception("unexpected error")
-    return error_response(ProxyError("internal error; see the proxy's logs"))
-
-
-@app.not_found
-def handle_not_found(error: Exception) -> Response[str]:
-    return error_response(
-        NotFoundError(f"no route for {app.current_event.http_method} {app.current_event.path}")
-    )
-
-
-@logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+app: Any = create_app()

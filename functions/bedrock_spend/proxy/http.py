@@ -1,47 +1,48 @@
-"""API Gateway REST proxy event <-> domain values, in one place."""
+"""HTTP in and out of the proxy app: who is calling, error bodies, and the relaying response.
+
+Behind the Lambda Web Adapter, API Gateway's request context (the authorizer's values
+included) arrives as the JSON header ``x-amzn-request-context``. The adapter sets it from the
+invocation event, replacing any header of that name a caller sent, so it is the one place the
+principal is read from.
+"""
 
 from __future__ import annotations
 
-import base64
+import json
+import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
+import anyio
+from aws_lambda_powertools import Logger
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from bedrock_spend.bedrock import BedrockResponse
-from bedrock_spend.errors import BadRequestError, ProxyError, UnauthorizedError
-from bedrock_spend.metering import RequestContext
+from bedrock_spend.errors import ProxyError, UnauthorizedError
+from bedrock_spend.metering import Relay, RequestContext
 from bedrock_spend.usage_record import Caller
 
-# Bedrock response headers passed back: SDKs and humans read the request id, the token
-# counts, the tier served and, on streams, the model's content type.
-PASSED_HEADER_PREFIX = "x-amzn-bedrock-"
-PASSED_HEADERS = frozenset({"x-amzn-requestid"})
+logger = Logger(child=True)
+REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
+# Headers a caller sends for the hop to the proxy, never forwarded (RFC 9110 §7.6.1, and the key).
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "authorization", "host"}
+)
 
 
-def body_bytes(event: dict[str, Any]) -> bytes | None:
-    """The raw request body; BadRequestError if API Gateway's base64 is corrupt."""
-    body = event.get("body")
-    if body is None:
-        return None
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body, validate=True)
-        except ValueError as exc:
-            raise BadRequestError("request body is not valid base64") from exc
-    return body.encode() if isinstance(body, str) else bytes(body)
+def request_context(headers: Any) -> dict[str, Any]:
+    raw = headers.get(REQUEST_CONTEXT_HEADER)
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {}
 
 
-def headers_from_event(event: dict[str, Any]) -> dict[str, str]:
-    """Request headers with lower-case names (HTTP names are case-insensitive)."""
-    headers = event.get("headers") or {}
-    return {str(name).lower(): str(value) for name, value in headers.items() if value is not None}
-
-
-def caller_from_event(event: dict[str, Any]) -> Caller:
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    principal = authorizer.get("principalId")
+def caller_from(context: dict[str, Any]) -> Caller:
+    authorizer = context.get("authorizer") or {}
+    principal = authorizer.get("principalId") if isinstance(authorizer, dict) else None
     if not principal:
         # Only reachable if the API is deployed without the authorizer: refuse, never meter as nobody.
         raise UnauthorizedError("request carries no authorizer context")
@@ -62,45 +63,74 @@ def caller_from_event(event: dict[str, Any]) -> Caller:
     )
 
 
-def context_from_event(event: dict[str, Any]) -> RequestContext:
-    request_context = event.get("requestContext") or {}
-    epoch_ms = request_context.get("requestTimeEpoch")
+def context_from(context: dict[str, Any]) -> RequestContext:
+    epoch_ms = context.get("requestTimeEpoch")
     when = (
         datetime.fromtimestamp(int(epoch_ms) / 1000, tz=UTC)
         if isinstance(epoch_ms, int | str) and str(epoch_ms).isdigit()
         else datetime.now(UTC)
     )
-    return RequestContext(request_id=str(request_context.get("requestId") or ""), requested_at=when)
+    return RequestContext(request_id=str(context.get("requestId") or ""), requested_at=when)
 
 
-def model_response(response: BedrockResponse, status: int = 200) -> Response[Any]:
-    headers = {
-        name: value
-        for name, value in ((str(k).lower(), str(v)) for k, v in response.headers.items())
-        if name in PASSED_HEADERS or name.startswith(PASSED_HEADER_PREFIX)
-    }
-    # Text when it is UTF-8 (event streams are made so): API Gateway decodes a base64 body
-    # only for callers whose Accept header names a binary media type, and SDKs send none.
-    text = _utf8(response.body)
-    if text is not None:
-        return Response(status_code=status, content_type=response.content_type, body=text, headers=headers)
-    # Bytes travel base64-encoded; API Gateway decodes them (binary media types).
+def error_response(error: ProxyError) -> Response:
     return Response(
-        status_code=status, content_type=response.content_type, body=response.body, headers=headers
-    )
-
-
-def _utf8(body: bytes) -> str | None:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def error_response(error: ProxyError) -> Response[str]:
-    return Response(
+        error.to_json(),
         status_code=error.status,
-        content_type="application/json",
-        body=error.to_json(),
+        media_type="application/json",
         headers={"x-amzn-errortype": error.type},
     )
+
+
+class RelayResponse(Response):
+    """Relays Bedrock's answer chunk by chunk as it arrives, then ends the call once.
+
+    It does not stop when the caller goes away: Bedrock is read to its end (or to the call's
+    deadline) so the record holds Bedrock's final counts, and the function does not return
+    before the call is recorded.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self.status_code = relay.status
+        self.background = None
+        # No content-length: the length is Bedrock's to tell, chunk by chunk.
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in relay.headers.items()]
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = self.relay
+        caller_gone = False
+        error: str | None = None
+
+        async def to_caller(message: dict[str, Any]) -> None:
+            nonlocal caller_gone
+            if caller_gone:
+                return
+            try:
+                await send(message)
+            except (OSError, RuntimeError):  # uvicorn: closed socket, or a send after disconnect
+                caller_gone = True
+                logger.info("caller went away; reading Bedrock's answer to its end")
+
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        await to_caller(start)
+        with anyio.move_on_after(max(relay.deadline - time.monotonic(), 0)) as scope_:
+            try:
+                async for chunk in relay.chunks():
+                    await to_caller({"type": "http.response.body", "body": chunk, "more_body": True})
+            except ProxyError as exc:
+                error = exc.type
+                logger.warning("Bedrock's answer ended early", extra={"error_type": exc.type})
+        if scope_.cancelled_caught:
+            error = "ProxyDeadline"
+            logger.warning("the call reached the proxy's deadline", extra={"error_type": error})
+        with anyio.CancelScope(shield=True):
+            await relay.end(error)
+        if error is not None and not caller_gone:
+            # An answer cut short must not look complete: end the connection without the last chunk.
+            raise AnswerCutShortError(error)
+        await to_caller({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class AnswerCutShortError(Exception):
+    """Ends the HTTP response abruptly, so the caller's client sees an incomplete answer."""
