@@ -73,6 +73,11 @@ class BudgetExceededError(ProxyError):
         return body
 
 
+class TooManyInFlightError(ProxyError):
+    status = 429
+    type = "TooManyCallsInFlight"
+
+
 class UnauthorizedError(ProxyError):
     status = 401
     type = "Unauthorized"

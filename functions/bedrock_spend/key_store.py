@@ -35,6 +35,8 @@ def to_item(record: KeyRecord) -> dict[str, Any]:
         item["ExpiresAt"] = {"S": record.expires_at.isoformat()}
     if record.monthly_budget_usd is not None:
         item["MonthlyBudgetUsd"] = {"N": str(record.monthly_budget_usd)}
+    if record.max_in_flight is not None:
+        item["MaxInFlight"] = {"N": str(record.max_in_flight)}
     if record.allowed_models:
         item["AllowedModels"] = {"L": [{"S": p} for p in record.allowed_models]}
     if record.description:
@@ -56,6 +58,7 @@ def from_item(item: dict[str, Any]) -> KeyRecord:
         return datetime.fromisoformat(value) if value else None
 
     budget = item.get("MonthlyBudgetUsd", {}).get("N")
+    max_in_flight = item.get("MaxInFlight", {}).get("N")
     status = s("Status") or "active"
     return KeyRecord(
         key_hash=s("KeyHash") or "",
@@ -67,6 +70,7 @@ def from_item(item: dict[str, Any]) -> KeyRecord:
         expires_at=ts("ExpiresAt"),
         monthly_budget_usd=Decimal(budget) if budget is not None else None,
         allowed_models=tuple(v["S"] for v in item.get("AllowedModels", {}).get("L", []) if "S" in v),
+        max_in_flight=int(max_in_flight) if max_in_flight is not None else None,
         description=s("Description") or "",
         revoked_at=ts("RevokedAt"),
         replaced_by=s("ReplacedBy"),

@@ -68,6 +68,8 @@ class KeyRecord:
     expires_at: datetime | None = None
     monthly_budget_usd: Decimal | None = None
     allowed_models: tuple[str, ...] = ()
+    # Calls this key may have in flight at once; None: the deployment's default.
+    max_in_flight: int | None = None
     description: str = ""
     revoked_at: datetime | None = None
     replaced_by: str | None = None  # key id of the key that rotated this one
@@ -117,6 +119,7 @@ def decide(record: KeyRecord | None, now: datetime) -> Decision:
         "team": record.team or "",
         "allowedModels": ",".join(record.allowed_models),
         "monthlyBudgetUsd": "" if record.monthly_budget_usd is None else str(record.monthly_budget_usd),
+        "maxInFlight": "" if record.max_in_flight is None else str(record.max_in_flight),
     }
     return Decision(True, "ok", record.principal_id, context)
 

@@ -7,6 +7,7 @@ Item layout (single table, string keys PK/SK):
                     GSI1PK=DAY#<yyyy-mm-dd> GSI1SK=<requestedAt>#<requestId>   (reports by day)
                     ExpiresAt=<epoch s>  (DynamoDB TTL, per-request records only)
     monthly total   PK=TOTAL#<principal>   SK=MONTH#<yyyy-mm>
+    calls in flight PK=INFLIGHT#<principal> SK=LEASES  Leases={<lease id>: <expiry epoch ms>}
 
 The record and the total change in one transaction whose put is conditional on the record
 not existing, so a retried or replayed request id is a no-op and totals never count twice.
@@ -31,6 +32,10 @@ def record_key(record: UsageRecord) -> dict[str, Any]:
 
 def total_key(principal_id: str, month: str) -> dict[str, Any]:
     return {"PK": {"S": f"TOTAL#{principal_id}"}, "SK": {"S": f"MONTH#{month}"}}
+
+
+def in_flight_key(principal_id: str) -> dict[str, Any]:
+    return {"PK": {"S": f"INFLIGHT#{principal_id}"}, "SK": {"S": "LEASES"}}
 
 
 def _n(value: int | Decimal) -> dict[str, str]:
@@ -148,6 +153,95 @@ class Ledger:
         )
         value = response.get("Item", {}).get("CostMicroUsd", {}).get("N")
         return Decimal(value) if value is not None else Decimal(0)
+
+    # --- calls in flight -------------------------------------------------------------------------
+
+    def acquire_lease(self, principal_id: str, lease_id: str, *, cap: int, now_ms: int, ttl_ms: int) -> bool:
+        """Take one of ``cap`` places for a call of ``principal_id``; False when all are taken.
+
+        A lease carries its expiry, so the place of an environment that died mid-call frees
+        itself: expired leases are removed (each only if unchanged) before giving up.
+        """
+        from botocore.exceptions import ClientError
+
+        for _ in range(2):
+            try:
+                self._put_lease(principal_id, lease_id, cap, now_ms + ttl_ms)
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+            if not self._remove_expired(principal_id, now_ms):
+                return False
+        return False
+
+    def release_lease(self, principal_id: str, lease_id: str) -> None:
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=in_flight_key(principal_id),
+            UpdateExpression="REMOVE Leases.#id",
+            ExpressionAttributeNames={"#id": lease_id},
+        )
+
+    def _put_lease(self, principal_id: str, lease_id: str, cap: int, expires_ms: int) -> None:
+        """Add the lease if fewer than ``cap`` are held; ConditionalCheckFailed (ClientError) if not."""
+        from botocore.exceptions import ClientError
+
+        for _ in range(2):
+            try:
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key=in_flight_key(principal_id),
+                    UpdateExpression="SET Leases.#id = :expires",
+                    ConditionExpression="attribute_not_exists(Leases) OR size(Leases) < :cap",
+                    ExpressionAttributeNames={"#id": lease_id},
+                    ExpressionAttributeValues={":expires": _n(expires_ms), ":cap": _n(cap)},
+                )
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ValidationException":
+                    raise
+            # No Leases map yet (a path into a missing map is invalid): create it with this lease,
+            # unless another call just did, in which case the loop adds to that one.
+            try:
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key=in_flight_key(principal_id),
+                    UpdateExpression="SET Leases = :leases",
+                    ConditionExpression="attribute_not_exists(Leases)",
+                    ExpressionAttributeValues={":leases": {"M": {lease_id: _n(expires_ms)}}},
+                )
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+        raise RuntimeError(f"the in-flight item of {principal_id} changed under every attempt")
+
+    def _remove_expired(self, principal_id: str, now_ms: int) -> bool:
+        """Remove leases past their expiry; True if any was removed."""
+        from botocore.exceptions import ClientError
+
+        item = self.client.get_item(
+            TableName=self.table_name, Key=in_flight_key(principal_id), ConsistentRead=True
+        ).get("Item", {})
+        removed = False
+        for lease_id, expiry in item.get("Leases", {}).get("M", {}).items():
+            if int(expiry.get("N", "0")) > now_ms:
+                continue
+            try:
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key=in_flight_key(principal_id),
+                    UpdateExpression="REMOVE Leases.#id",
+                    ConditionExpression="Leases.#id = :expiry",
+                    ExpressionAttributeNames={"#id": lease_id},
+                    ExpressionAttributeValues={":expiry": expiry},
+                )
+                removed = True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+        return removed
 
 
 def _is_duplicate(exc: Any) -> bool:

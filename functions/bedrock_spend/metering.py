@@ -14,7 +14,8 @@ production ones once, at the edge.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +32,7 @@ from bedrock_spend.errors import (
     BedrockTimeoutError,
     BudgetExceededError,
     ForbiddenModelError,
+    TooManyInFlightError,
     UnpricedModelError,
 )
 from bedrock_spend.forwarding import Forwarder, Upstream
@@ -41,7 +43,7 @@ from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_i
 from bedrock_spend.native import BedrockCall
 from bedrock_spend.prices import Cost, PriceBook
 from bedrock_spend.profiles import ProfileResolver
-from bedrock_spend.settings import ProxySettings
+from bedrock_spend.settings import RECORD_SECONDS, ProxySettings
 from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import Caller, UsageRecord
 
@@ -53,6 +55,7 @@ RELAYED_HEADERS = frozenset({"content-type", "x-amzn-requestid", "x-amzn-errorty
 RELAYED_PREFIX = "x-amzn-bedrock-"
 # Free, and never recorded.
 UNMETERED = frozenset({"CountTokens"})
+IN_FLIGHT_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +111,8 @@ def check_allowed(caller: Caller, ref: ModelRef) -> None:
         raise ForbiddenModelError(f"model {ref.raw!r} is not in the allow-list of key {caller.key_id}")
 
 
-def check_before_call(deps: Collaborators, caller: Caller, ref: ModelRef, ctx: RequestContext) -> None:
-    """Every refusal that must happen before Bedrock bills anything."""
+def check_model(deps: Collaborators, caller: Caller, ref: ModelRef) -> None:
+    """The refusals that depend on the model: allow-list and unpriced policy."""
     check_allowed(caller, ref)
     if deps.settings.unpriced_policy == "deny" and not deps.price_book.is_priced(
         ref, region=deps.settings.region
@@ -117,7 +120,53 @@ def check_before_call(deps: Collaborators, caller: Caller, ref: ModelRef, ctx: R
         raise UnpricedModelError(
             f"model {ref.raw!r} has no price in the price book and this deployment refuses unpriced models"
         )
-    check_budget(deps.ledger, caller, ctx)
+
+
+def in_flight_cap(deps: Collaborators, caller: Caller) -> int | None:
+    """How many calls ``caller`` may have in flight: the key's own cap, else the deployment's
+    default for keys with a budget (it is what bounds a budget's overshoot), else no cap."""
+    if caller.max_in_flight is not None:
+        return caller.max_in_flight
+    if caller.monthly_budget_usd is not None:
+        return deps.settings.max_in_flight_per_key
+    return None
+
+
+async def take_place(deps: Collaborators, caller: Caller) -> Callable[[], None] | None:
+    """Hold one of the caller's in-flight places (waiting a little for one); returns its release.
+
+    Budget overshoot is bounded by the cap: a call is checked against the budget only while it
+    holds a place, and gives the place back only after its cost is recorded, so every call that
+    can still add to a spent budget is one of at most ``cap`` in flight when it was crossed.
+    """
+    cap = in_flight_cap(deps, caller)
+    ledger = deps.ledger
+    if cap is None or ledger is None:
+        return None
+    lease_id = uuid.uuid4().hex
+    ttl_ms = int((deps.settings.max_call_seconds + RECORD_SECONDS) * 1000)
+    waited_until = time.monotonic() + deps.settings.in_flight_wait_seconds
+
+    def acquire() -> bool:
+        now_ms = int(time.time() * 1000)
+        return ledger.acquire_lease(caller.principal_id, lease_id, cap=cap, now_ms=now_ms, ttl_ms=ttl_ms)
+
+    while True:
+        taken = await anyio.to_thread.run_sync(acquire)
+        if taken:
+            return lambda: _release(ledger, caller.principal_id, lease_id)
+        if time.monotonic() >= waited_until:
+            raise TooManyInFlightError(
+                f"key {caller.key_id} already has {cap} calls in flight, its limit; retry when one ends"
+            )
+        await anyio.sleep(IN_FLIGHT_POLL_SECONDS)
+
+
+def _release(ledger: Ledger, principal_id: str, lease_id: str) -> None:
+    try:
+        ledger.release_lease(principal_id, lease_id)
+    except Exception:  # the lease expires by itself; a failed release only delays the next call
+        logger.warning("releasing an in-flight place failed", exc_info=True)
 
 
 def check_budget(ledger: Ledger | None, caller: Caller, ctx: RequestContext) -> None:
@@ -166,6 +215,7 @@ class Relay:
         deadline: float,
         meter: Meter | None = None,
         record: Any = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.status = upstream.status
         self.headers = {
@@ -177,6 +227,7 @@ class Relay:
         self._upstream = upstream
         self._meter = meter
         self._record = record
+        self._release = release
         self._ended = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -197,40 +248,52 @@ class Relay:
         if self._meter is not None and self._record is not None:
             measured = self._meter.finish(error)
             await anyio.to_thread.run_sync(self._record, measured)
+        if self._release is not None:  # after the record: its cost counts before the place frees
+            await anyio.to_thread.run_sync(self._release)
 
 
 async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: RequestContext) -> Relay:
     """Refuse, forward, and return the answer to relay; domain errors before Bedrock answered."""
     started = time.monotonic()
     ref = await anyio.to_thread.run_sync(resolve_model, deps, call.model_id)
-    metered = call.operation not in UNMETERED
-    if metered:
-        await anyio.to_thread.run_sync(check_before_call, deps, caller, ref, ctx)
-    else:
+    if call.operation in UNMETERED:
         check_allowed(caller, ref)
-
-    def record(measured: Measured) -> None:
-        record_billed(deps, measured, caller=caller, ref=ref, ctx=ctx, operation=call.operation)
-
+        upstream = await _open(deps, call)
+        return Relay(upstream, deadline=started + deps.settings.max_call_seconds)
+    check_model(deps, caller, ref)
+    release = await take_place(deps, caller)
     try:
-        upstream = await deps.bedrock.open(call.outbound)
-    except BedrockNotReachedError as exc:
-        metrics.emit_bedrock_error(exc.type)
-        raise
-    except (BedrockConnectionLostError, BedrockTimeoutError) as exc:
-        metrics.emit_bedrock_error(exc.type)
-        if metered:
+        await anyio.to_thread.run_sync(check_budget, deps.ledger, caller, ctx)
+
+        def record(measured: Measured) -> None:
+            record_billed(deps, measured, caller=caller, ref=ref, ctx=ctx, operation=call.operation)
+
+        try:
+            upstream = await _open(deps, call)
+        except (BedrockConnectionLostError, BedrockTimeoutError) as exc:
             # The request was sent: Bedrock may bill it. Usage unknown, the call recorded.
             await anyio.to_thread.run_sync(record, Measured(Usage(source="none"), stream_error=exc.type))
+            raise
+    except BaseException:
+        if release is not None:
+            await anyio.to_thread.run_sync(release)
         raise
     deadline = started + deps.settings.max_call_seconds
+    if upstream.status >= 300:  # Bedrock does not bill a refused call
+        return Relay(upstream, deadline=deadline, release=release)
+    meter = meter_for(call.operation, ref, upstream.headers, call.requested)
+    return Relay(upstream, deadline=deadline, meter=meter, record=record, release=release)
+
+
+async def _open(deps: Collaborators, call: BedrockCall) -> Upstream:
+    try:
+        upstream = await deps.bedrock.open(call.outbound)
+    except (BedrockNotReachedError, BedrockConnectionLostError, BedrockTimeoutError) as exc:
+        metrics.emit_bedrock_error(exc.type)
+        raise
     if upstream.status >= 300:
         metrics.emit_bedrock_error(_error_type(upstream))
-        return Relay(upstream, deadline=deadline)  # Bedrock does not bill a refused call
-    if not metered:
-        return Relay(upstream, deadline=deadline)
-    meter = meter_for(call.operation, ref, upstream.headers, call.requested)
-    return Relay(upstream, deadline=deadline, meter=meter, record=record)
+    return upstream
 
 
 def _error_type(upstream: Upstream) -> str:

@@ -98,7 +98,7 @@ def invoke_call(
 ) -> BedrockCall:
     """InvokeModel or its stream: the model-native body as it is, parameters in headers."""
     if _is_json(headers.get("content-type")):
-        json_body.parse(body)  # Bedrock must be able to parse what it is sent, as JSON
+        json_body.parse_object(body, f"{operation} request body")  # every model takes a JSON object
     forwarded = {
         name: value
         for name, value in headers.items()

@@ -68,6 +68,11 @@ class ProxySettings:
     function_timeout: float = API_GATEWAY_STREAM_SECONDS
     usage_record_ttl_days: int = 400
     budget_soft_threshold: Decimal = Decimal("0.8")
+    # Calls a key with a budget may have in flight at once, unless the key says otherwise;
+    # it bounds how far concurrent calls can overshoot a budget.
+    max_in_flight_per_key: int = 4
+    # How long a call waits for one of its key's in-flight places before a 429.
+    in_flight_wait_seconds: float = 10.0
     # Application inference profile ARN -> base model id, for offline pricing.
     app_profile_models: dict[str, str] = field(default_factory=dict)
 
@@ -79,6 +84,8 @@ class ProxySettings:
             )
         if min(self.bedrock_connect_timeout, self.bedrock_idle_timeout, self.max_call_seconds) <= 0:
             raise SettingsError("Bedrock timeouts must be positive")
+        if self.max_in_flight_per_key < 1:
+            raise SettingsError("MAX_IN_FLIGHT_PER_KEY must be at least 1")
 
 
 @cache
@@ -120,6 +127,8 @@ def proxy_settings() -> ProxySettings:
         max_call_seconds=_float("MAX_CALL_SECONDS", function_timeout - 2 * RECORD_SECONDS),
         function_timeout=function_timeout,
         usage_record_ttl_days=_int("USAGE_RECORD_TTL_DAYS", 400),
+        max_in_flight_per_key=_int("MAX_IN_FLIGHT_PER_KEY", 4),
+        in_flight_wait_seconds=_float("IN_FLIGHT_WAIT_SECONDS", 10.0),
         budget_soft_threshold=threshold,
         app_profile_models=profiles,
     )

@@ -23,6 +23,7 @@ class Caller:
     team: str = ""
     allowed_models: tuple[str, ...] = ()
     monthly_budget_usd: Decimal | None = None
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ LIST_COLUMNS = [
     Column("CREATED", "created_at"),
     Column("EXPIRES", "expires_at"),
     Column("BUDGET USD", "monthly_budget_usd", align_right=True),
+    Column("IN FLIGHT", "max_in_flight", align_right=True),
     Column("MODELS", "allowed_models", show=_models),
     Column("DESCRIPTION", "description", show=_short),
 ]
@@ -63,6 +64,7 @@ SHOW_LABELS = {
     "created_at": "created",
     "expires_at": "expires",
     "monthly_budget_usd": "budget USD/month",
+    "max_in_flight": "calls in flight (max)",
     "allowed_models": "models",
     "description": "description",
     "revoked_at": "revoked",
@@ -89,6 +91,7 @@ def view(record: KeyRecord, now: datetime) -> dict[str, Any]:
         "created_at": record.created_at,
         "expires_at": record.expires_at,
         "monthly_budget_usd": record.monthly_budget_usd,
+        "max_in_flight": record.max_in_flight,
         "allowed_models": list(record.allowed_models),
         "description": record.description,
         "revoked_at": record.revoked_at,
@@ -142,6 +145,7 @@ def create(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
         team=args.team,
         expires_at=args.expires,
         monthly_budget_usd=args.budget,
+        max_in_flight=args.max_in_flight,
         allowed_models=tuple(args.model or ()),
         description=args.description or "",
     )
@@ -204,6 +208,8 @@ def update(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
     changes: dict[str, Any] = {}
     if "budget" in given:
         changes["monthly_budget_usd"] = args.budget
+    if "max_in_flight" in given:
+        changes["max_in_flight"] = args.max_in_flight
     if "model" in given:
         changes["allowed_models"] = tuple(args.model)
     if given.get("clear_models"):
@@ -214,7 +220,8 @@ def update(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
         changes["description"] = args.description
     if not changes:
         raise UsageError(
-            "nothing to change: give --budget, --model, --clear-models, --expires or --description"
+            "nothing to change: give --budget, --max-in-flight, --model, --clear-models, --expires "
+            "or --description"
         )
     store = key_store(aws, tables)
     record = load(store, args.key_id)
@@ -281,6 +288,7 @@ def rotate(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
         team=old.team,
         expires_at=new_expiry,
         monthly_budget_usd=old.monthly_budget_usd,
+        max_in_flight=old.max_in_flight,
         allowed_models=old.allowed_models,
         description=old.description,
     )
@@ -356,6 +364,13 @@ it has a zone) or a duration from now: 30d, 12h, 90m.
         "--budget", type=values.budget, metavar="USD", help="monthly budget in USD (default: none)"
     )
     p.add_argument(
+        "--max-in-flight",
+        type=values.max_in_flight,
+        metavar="N",
+        help="calls the key may have in flight at once (default: the deployment's MaxInFlightPerKey "
+        "for keys with a budget, no cap otherwise)",
+    )
+    p.add_argument(
         "--model",
         action="append",
         type=values.model_pattern,
@@ -420,6 +435,13 @@ examples:
         default=argparse.SUPPRESS,
         metavar="USD|none",
         help="monthly budget in USD, or none to remove it",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=values.max_in_flight_or_default,
+        default=argparse.SUPPRESS,
+        metavar="N|default",
+        help="calls the key may have in flight at once, or default for the deployment's",
     )
     models = p.add_mutually_exclusive_group()
     models.add_argument(

@@ -69,6 +69,19 @@ def budget_or_none(value: str) -> Decimal | None:
     return None if value.lower() == "none" else budget(value)
 
 
+def max_in_flight(value: str) -> int:
+    """How many calls a key may have in flight at once: a whole number from 1 to 1000."""
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise argparse.ArgumentTypeError(
+            f"invalid number of calls in flight {value!r}: give a whole number from 1 to 1000"
+        )
+    return int(value)
+
+
+def max_in_flight_or_default(value: str) -> int | None:
+    return None if value.lower() == "default" else max_in_flight(value)
+
+
 def model_pattern(value: str) -> str:
     if not value or len(value) > 256 or any(ch.isspace() for ch in value):
         raise argparse.ArgumentTypeError(

@@ -211,7 +211,7 @@ def test_list_filters_by_username(run: Run) -> None:
 def test_list_csv_has_header_and_rows(run: Run) -> None:
     alice = create(run, "--username", "alice")
     lines = run("keys", "list", "--format", "csv").out.splitlines()
-    assert lines[0] == "KEY ID,USERNAME,TEAM,STATUS,CREATED,EXPIRES,BUDGET USD,MODELS,DESCRIPTION"
+    assert lines[0] == "KEY ID,USERNAME,TEAM,STATUS,CREATED,EXPIRES,BUDGET USD,IN FLIGHT,MODELS,DESCRIPTION"
     assert lines[1].startswith(f"{alice['key_id']},alice,,active,")
 
 
@@ -628,3 +628,14 @@ def _usage_record(request_id: str, cost_micro: Decimal) -> UsageRecord:
         usage=Usage(input_tokens=10, output_tokens=5, source="anthropic"),
         cost=Cost(priced=True, price_book_version="test", input=cost_micro),
     )
+
+
+def test_a_key_carries_its_in_flight_cap_to_the_authorizer(run: Run) -> None:
+    from bedrock_spend.authorizer.service import authorize
+
+    created = run("keys", "create", "--username", "cap", "--max-in-flight", "2", "--format", "json").json()
+    assert authorize(created["key"]).context["maxInFlight"] == "2"
+    assert run("keys", "update", created["key_id"], "--max-in-flight", "default").code == 0
+    assert run("keys", "show", created["key_id"], "--format", "json").json()["max_in_flight"] is None
+    bad = run("keys", "update", created["key_id"], "--max-in-flight", "0")
+    assert bad.code == 2 and "whole number from 1 to 1000" in bad.err

@@ -26,6 +26,7 @@ from bedrock_spend.errors import (
     BedrockNotReachedError,
     BudgetExceededError,
     ForbiddenModelError,
+    TooManyInFlightError,
 )
 from bedrock_spend.forwarding import Outbound
 from bedrock_spend.prices import load_price_book
@@ -86,12 +87,27 @@ class FakeLedger:
     def record(self, record: UsageRecord) -> bool:
         if self.fail:
             raise RuntimeError("ProvisionedThroughputExceededException")
+        self.events.append("record")
         self.records.append(record)
         self.spent_micro_usd += record.cost.total if record.cost.priced else 0
         return True
 
     def month_spend(self, principal_id: str, month: str) -> Decimal:
         return self.spent_micro_usd
+
+    leases: dict[str, int] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+    def acquire_lease(self, principal_id: str, lease_id: str, *, cap: int, now_ms: int, ttl_ms: int) -> bool:
+        if len(self.leases) >= cap:
+            return False
+        self.leases[lease_id] = now_ms + ttl_ms
+        self.events.append("acquire")
+        return True
+
+    def release_lease(self, principal_id: str, lease_id: str) -> None:
+        del self.leases[lease_id]
+        self.events.append("release")
 
 
 def collaborators(bedrock: FakeBedrock, ledger: FakeLedger | None = None, **settings: Any) -> Any:
@@ -371,3 +387,58 @@ def test_count_tokens_is_forwarded_and_never_recorded() -> None:
     )
     assert served.body == b'{"inputTokens": 9}'
     assert ledger.records == []
+
+
+BUDGETED = Caller("User::ana", "kid_0a1b2c3d4e5f", "ana", monthly_budget_usd=Decimal("5"))
+
+
+def test_a_budgeted_key_holds_an_in_flight_place_until_its_call_is_recorded() -> None:
+    ledger = FakeLedger()
+    deps = collaborators(FakeBedrock(FakeUpstream(200, {}, [claude_json(5, 6)])), ledger)
+
+    async def run() -> None:
+        relay = await metering.call(deps, claude_call(caller=BUDGETED), BUDGETED, CTX)
+        assert len(ledger.leases) == 1  # held while the answer streams
+        await RelayResponse(relay)({"type": "http"}, _receive, _discard)
+
+    anyio.run(run)
+    assert ledger.events == ["acquire", "record", "release"]
+    assert ledger.leases == {}
+
+
+def test_a_key_at_its_in_flight_cap_waits_then_gets_a_429_and_bedrock_is_not_called() -> None:
+    ledger = FakeLedger(leases={"a": 1, "b": 2})
+    bedrock = FakeBedrock(FakeUpstream(200, {}, [claude_json(1, 1)]))
+    caller = Caller("User::ana", "kid_0a1b2c3d4e5f", "ana", max_in_flight=2)
+    deps = collaborators(bedrock, ledger, in_flight_wait_seconds=0.3)
+    with pytest.raises(TooManyInFlightError) as caught:
+        anyio.run(metering.call, deps, claude_call(caller=caller), caller, CTX)
+    assert caught.value.status == 429 and "2 calls in flight" in caught.value.message
+    assert bedrock.sent == []
+
+
+def test_a_refused_budget_gives_its_in_flight_place_back() -> None:
+    ledger = FakeLedger(spent_micro_usd=Decimal(5_000_000))
+    with pytest.raises(BudgetExceededError):
+        anyio.run(
+            metering.call,
+            collaborators(FakeBedrock(FakeUpstream(200, {}, [])), ledger),
+            claude_call(caller=BUDGETED),
+            BUDGETED,
+            CTX,
+        )
+    assert ledger.events == ["acquire", "release"] and ledger.leases == {}
+
+
+def test_keys_without_a_budget_or_a_cap_take_no_place() -> None:
+    ledger = FakeLedger()
+    serve(collaborators(FakeBedrock(FakeUpstream(200, {}, [claude_json(1, 1)])), ledger), claude_call())
+    assert ledger.events == ["record"]
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+async def _discard(message: dict[str, Any]) -> None:
+    return None

@@ -89,4 +89,28 @@ def create_app(collaborators: Callable[[], Collaborators] | None = None) -> Star
     )
 
 
+def prime() -> None:
+    """Load what every first request needs, so a SnapStart snapshot holds it already.
+
+    Only data and code: credentials and connections are made after restore, never frozen
+    into a snapshot that many environments resume from.
+    """
+    import botocore.auth
+    import botocore.eventstream  # noqa: F401
+
+    from bedrock_spend.prices import load_price_book
+
+    load_price_book()
+    native.invoke_header_members()
+
+
+def _register_priming() -> None:
+    try:  # present in Lambda's Python runtimes (3.12+), where SnapStart runs the hook once
+        from snapshot_restore_py import register_before_snapshot  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    register_before_snapshot(prime)
+
+
 app: Any = create_app()
+_register_priming()

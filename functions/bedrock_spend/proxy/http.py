@@ -53,6 +53,7 @@ def caller_from(context: dict[str, Any]) -> Caller:
         except InvalidOperation:
             budget = None
     allowed = str(authorizer.get("allowedModels") or "")
+    raw_cap = str(authorizer.get("maxInFlight") or "")
     return Caller(
         principal_id=str(principal),
         key_id=str(authorizer.get("keyId") or ""),
@@ -60,6 +61,7 @@ def caller_from(context: dict[str, Any]) -> Caller:
         team=str(authorizer.get("team") or ""),
         allowed_models=tuple(p for p in allowed.split(",") if p),
         monthly_budget_usd=budget,
+        max_in_flight=int(raw_cap) if raw_cap.isdigit() and int(raw_cap) > 0 else None,
     )
 
 
