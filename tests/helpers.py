@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +102,138 @@ def cli_runner(capsys: Any, *leading: str, before: Callable[[], None] | None = N
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# --- what the proxy sends to and reads from Bedrock -------------------------------------------------
+
+
+@dataclass
+class BedrockTraffic:
+    """Every HTTP request the proxy sent to Bedrock, and every body byte it read back."""
+
+    requests: list[Any]  # httpx.Request, as sent (signed)
+    received: list[bytes]
+
+
+def spy_on_bedrock(monkeypatch: Any) -> BedrockTraffic:
+    """Record the proxy's traffic with Bedrock: its httpx requests and Bedrock's raw body bytes."""
+    import httpx
+
+    from bedrock_spend import forwarding
+
+    traffic = BedrockTraffic([], [])
+    send, chunks = httpx.AsyncClient.send, forwarding.Upstream.chunks
+
+    async def spy_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        traffic.requests.append(request)
+        return await send(self, request, **kwargs)
+
+    async def spy_chunks(self: Any) -> Any:
+        async for data in chunks(self):
+            traffic.received.append(data)
+            yield data
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", spy_send)
+    monkeypatch.setattr(forwarding.Upstream, "chunks", spy_chunks)
+    return traffic
+
+
+# --- event streams ------------------------------------------------------------------------------
+
+
+def stream_messages(data: bytes) -> tuple[list[Any], int]:
+    """The event-stream messages in ``data`` (botocore's decoder) and the bytes left after the
+    last complete one (0 for a stream that ends on a message boundary)."""
+    from botocore.eventstream import EventStreamBuffer
+
+    buffer = EventStreamBuffer()
+    buffer.add_data(data)
+    messages = list(buffer)
+    return messages, len(data) - sum(m.prelude.total_length for m in messages)
+
+
+def chunk_payloads(messages: list[Any]) -> list[dict[str, Any]]:
+    """The model-native JSON of each ``chunk`` event (InvokeModelWithResponseStream)."""
+    import base64
+
+    return [
+        json.loads(base64.b64decode(json.loads(m.payload)["bytes"]))
+        for m in messages
+        if m.headers.get(":event-type") == "chunk"
+    ]
+
+
+# --- a Bedrock endpoint that breaks -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def breaking_endpoint(answer: bytes = b"") -> Iterator[str]:
+    """A one-connection HTTP server on 127.0.0.1 that reads a whole request, sends ``answer``
+    (nothing, or the start of a reply) and closes the connection. Yields its base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+
+    def serve() -> None:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.settimeout(30)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = connection.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(body) < length:
+                more = connection.recv(65536)
+                if not more:
+                    return
+                body += more
+            if answer:
+                connection.sendall(answer)
+            connection.shutdown(socket.SHUT_RDWR)
+
+    thread = threading.Thread(target=serve, name="breaking-endpoint", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes an accept() still waiting
+        listener.close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def served_over_http(app: Any) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1, as in Lambda behind the Web Adapter;
+    yields its base URL. For what only a real HTTP connection shows (a cut-short body, a
+    caller that hangs up)."""
+    import uvicorn
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()

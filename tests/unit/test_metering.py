@@ -8,7 +8,6 @@ failing, a budget refusal, the caller going away, the proxy's own deadline.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -31,7 +30,7 @@ from bedrock_spend.errors import (
 from bedrock_spend.forwarding import Outbound
 from bedrock_spend.prices import load_price_book
 from bedrock_spend.profiles import ProfileResolver
-from bedrock_spend.proxy.http import AnswerCutShortError, RelayResponse
+from bedrock_spend.proxy.http import RelayResponse
 from bedrock_spend.settings import ProxySettings
 from bedrock_spend.usage_record import Caller, UsageRecord
 from bedrock_spend_local.eventstream import chunk_event, converse_event, exception_event
@@ -151,8 +150,7 @@ def serve(deps: Any, call: native.BedrockCall, *, caller_leaves_after: int | Non
 
     async def run() -> None:
         relay = await metering.call(deps, call, CALLER, CTX)
-        with contextlib.suppress(AnswerCutShortError):
-            await RelayResponse(relay)({"type": "http"}, receive, send)
+        await RelayResponse(relay)({"type": "http"}, receive, send)
 
     anyio.run(run)
     start = sent[0]

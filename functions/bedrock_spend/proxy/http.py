@@ -128,11 +128,9 @@ class RelayResponse(Response):
             logger.warning("the call reached the proxy's deadline", extra={"error_type": error})
         with anyio.CancelScope(shield=True):
             await relay.end(error)
-        if error is not None and not caller_gone:
-            # An answer cut short must not look complete: end the connection without the last chunk.
-            raise AnswerCutShortError(error)
+        if error is not None:
+            # An answer cut short must not look complete: return without the closing chunk, so
+            # the server drops the connection and the caller's client raises (its bytes so far
+            # are Bedrock's; no made-up ending is added). The warning above names the cause.
+            return
         await to_caller({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class AnswerCutShortError(Exception):
-    """Ends the HTTP response abruptly, so the caller's client sees an incomplete answer."""
