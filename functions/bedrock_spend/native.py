@@ -104,6 +104,9 @@ def invoke_call(
         for name, value in headers.items()
         if name in FORWARDED_HEADERS or (name.startswith(BEDROCK_HEADER_PREFIX) and name != METADATA_HEADER)
     }
+    for name, value in forwarded.items():
+        if not value.isascii() or not value.isprintable():
+            raise BadRequestError(f"header {name!r} must be printable ASCII")
     forwarded.setdefault("content-type", "application/json")
     forwarded[METADATA_HEADER] = request_metadata.merged_header(headers.get(METADATA_HEADER), caller)
     action = "invoke" if operation == "InvokeModel" else "invoke-with-response-stream"

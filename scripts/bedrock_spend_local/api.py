@@ -1,5 +1,5 @@
-"""The deployed API as template.yaml declares it: stage, routes, authorizer, binary media
-types, gateway responses and the functions' handlers and environment.
+"""The deployed API as template.yaml declares it: stage, routes, authorizer, gateway
+responses and the functions' handlers and environment.
 
 Everything the local stack serves is read from here, so a route or variable added to the
 template reaches `make run` without a second edit.
@@ -107,7 +107,6 @@ class ApiDefinition:
     routes: tuple[Route, ...]
     functions: Mapping[str, FunctionSpec]
     authorizer: AuthorizerSpec | None
-    binary_media_types: tuple[str, ...] = ()
     gateway_responses: Mapping[str, GatewayResponse] = field(default_factory=dict)
     parameters: Mapping[str, str] = field(default_factory=dict)
 
@@ -208,10 +207,6 @@ def load_api(
         routes=tuple(routes),
         functions=functions,
         authorizer=authorizer,
-        # CloudFormation spells "/" in media types as "~1" (JSON-pointer escaping).
-        binary_media_types=tuple(
-            str(t).replace("~1", "/").replace("~0", "~") for t in api_props.get("BinaryMediaTypes") or ()
-        ),
         gateway_responses=_gateway_responses(api_props.get("GatewayResponses") or {}),
         parameters=parameters,
     )

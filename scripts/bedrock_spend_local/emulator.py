@@ -41,6 +41,9 @@ Fault and latency directives, written anywhere in the prompt text (not counted a
     [[emulator no_usage_headers]]                 no token-count headers on InvokeModel and no
                                                   amazon-bedrock-invocationMetrics in streams
     [[emulator chunk_delay_ms=20]]                sleep between stream events
+    [[emulator disconnect]]                       close the connection without answering (not
+                                                  billed); streams: after ``after`` events (billed
+                                                  like a stream error, error ``disconnect``)
 
 Several ``key=value`` / flag words may share one ``[[emulator ...]]``. The same keys form fault
 rules queued with ``POST /_emulator/faults`` (``{"error": "ThrottlingException", "times": 2,
@@ -81,6 +84,8 @@ import json
 import logging
 import re
 import signal
+import socket
+import ssl
 import struct
 import sys
 import threading
@@ -94,7 +99,7 @@ from types import FrameType, TracebackType
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from bedrock_spend.eventstream import (
+from bedrock_spend_local.eventstream import (
     chunk_event,
     converse_event,
     encode_message,
@@ -111,11 +116,11 @@ JsonDict = dict[str, Any]
 ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 
 
-def _error_statuses() -> dict[str, int]:
+def error_statuses() -> dict[str, int]:
     """Bedrock Runtime's error shapes and their HTTP status, from botocore's service model.
 
-    Read from the model rather than written down, so a wrong status table in the proxy
-    (errors.BEDROCK_ERROR_STATUS) shows up in tests instead of being mirrored here.
+    Read from the model rather than written down: the proxy relays Bedrock's status as it
+    comes, and tests check it against this table.
     """
     import botocore.session
 
@@ -123,7 +128,7 @@ def _error_statuses() -> dict[str, int]:
     return {shape.name: int(shape.metadata["error"]["httpStatusCode"]) for shape in model.error_shapes}
 
 
-ERROR_STATUS: Mapping[str, int] = _error_statuses()
+ERROR_STATUS: Mapping[str, int] = error_statuses()
 _STREAM_UNION_ERRORS = frozenset(
     {
         "InternalServerException",
@@ -252,6 +257,7 @@ class FaultOptions:
     after: int = 0
     no_usage_headers: bool = False
     chunk_delay_ms: int = 0
+    disconnect: bool = False
 
 
 _OPTION_KINDS: Mapping[str, type] = {
@@ -264,6 +270,7 @@ _OPTION_KINDS: Mapping[str, type] = {
     "after": int,
     "no_usage_headers": bool,
     "chunk_delay_ms": int,
+    "disconnect": bool,
 }
 
 
@@ -803,6 +810,7 @@ class Reply:
     body: bytes = b""
     frames: list[bytes] | None = None
     frame_delay_ms: int = 0
+    disconnect: bool = False  # close the connection instead of finishing the reply
 
 
 def _json_reply(status: int, body: Any, request_id: str) -> Reply:
@@ -857,10 +865,18 @@ class _Call:
 class BedrockEmulator:
     """The emulator: state (tally, prompt cache, fault rules) plus its HTTP server."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, default_latency_ms: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default_latency_ms: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.default_latency_ms = default_latency_ms
+        # Serves HTTPS with this server context: SDKs send bearer keys only over HTTPS.
+        self.tls = tls
         self._lock = threading.Lock()
         self._billed: list[JsonDict] = []
         self._cache = PromptCache()
@@ -875,6 +891,8 @@ class BedrockEmulator:
         if self._server is not None:
             return self.url
         server = _Server((self.host, self.port), _Handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         server.emulator = self
         self._server = server
         self._thread = threading.Thread(
@@ -899,7 +917,7 @@ class BedrockEmulator:
         if self._server is None:
             raise RuntimeError("emulator is not running")
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     def __enter__(self) -> BedrockEmulator:
         self.start()
@@ -1048,6 +1066,8 @@ class BedrockEmulator:
             time.sleep(delay_ms / 1000)
         if call.options.error:
             raise _injected_error(call.options, model_id)
+        if call.options.disconnect and operation not in ("InvokeModelWithResponseStream", "ConverseStream"):
+            return Reply(0, [], disconnect=True)
         family = model_family(model_id)
         if operation == "CountTokens":
             return _json_reply(200, {"inputTokens": count_input_tokens(request)}, request_id)
@@ -1140,6 +1160,9 @@ class BedrockEmulator:
             ]
             output_tokens = sum(words[:cut])
             error = options.stream_error
+        elif options.disconnect:
+            cut = min(options.after, len(frames))
+            frames, output_tokens, error = frames[:cut], sum(words[:cut]), "disconnect"
         self._record(call, usage, output_tokens, 0, error)
         headers = [
             ("Content-Type", "application/vnd.amazon.eventstream"),
@@ -1147,7 +1170,9 @@ class BedrockEmulator:
         ]
         if call.operation == "InvokeModelWithResponseStream":
             headers.append(("X-Amzn-Bedrock-Content-Type", "application/json"))
-        return Reply(200, headers, frames=frames, frame_delay_ms=options.chunk_delay_ms)
+        return Reply(
+            200, headers, frames=frames, frame_delay_ms=options.chunk_delay_ms, disconnect=options.disconnect
+        )
 
 
 def unknown_route(method: str, path: str) -> BedrockApiError:
@@ -1263,6 +1288,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         try:
+            if reply.disconnect and reply.frames is None:
+                self._drop_connection()
+                return
             self.send_response(reply.status)
             for name, value in reply.headers:
                 self.send_header(name, value)
@@ -1278,10 +1306,19 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(reply.frame_delay_ms / 1000)
                 self.wfile.write(b"%x\r\n%b\r\n" % (len(frame), frame))
                 self.wfile.flush()
+            if reply.disconnect:
+                self._drop_connection()
+                return
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
             self.close_connection = True  # client hung up mid-response
+
+    def _drop_connection(self) -> None:
+        """An injected fault: the connection breaks, with no (or no more) reply."""
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -1,17 +1,21 @@
-"""API Gateway (REST API, Lambda proxy integration, TOKEN authorizer) over real HTTP.
+"""API Gateway in front of the proxy's ASGI app: a REST API stage, its TOKEN authorizer and a
+Lambda proxy integration in STREAM mode, reached the way the Lambda Web Adapter (LWA) calls
+the app.
 
-:class:`ApiGateway` turns one HTTP request into what the deployed API would answer: it
-routes it like API Gateway (unknown route -> 403 "Missing Authentication Token"), calls the
-real authorizer with a TOKEN event and honours (and caches) its policy, builds the REST v1
-proxy event, invokes the real proxy handler and turns its result back into HTTP, with the
-template's gateway responses and the 10 MB / 6 MB payload limits. :class:`GatewayServer`
-is the HTTP/1.1 server around it. docs/local.md lists each behaviour and its source.
+:class:`ApiGateway` is an ASGI app. For each request it does what the deployed API does: the
+10 MB request limit, the stage prefix, routing (unknown route -> 403 "Missing Authentication
+Token"), the real authorizer with a TOKEN event (its policy honoured and cached), the template's
+gateway responses; then it builds the REST ``requestContext`` and calls the app as LWA does:
+the path as sent (percent-encoding kept, stage not included), the query, the caller's headers,
+and ``x-amzn-request-context`` / ``x-amzn-lambda-context`` inserted, replacing any the caller
+sent. Response messages go to the client as the app sends them. docs/local.md lists each
+behaviour and its source.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -21,25 +25,23 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import formatdate
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from bedrock_spend_local.api import ACCOUNT_ID, ApiDefinition, GatewayResponse, Route
-from bedrock_spend_local.http_server import TrackingHTTPServer
-from bedrock_spend_local.runtime import (
-    CallerTimeoutError,
-    FunctionError,
-    LambdaFunction,
-    RequestTooLargeError,
-)
 
 logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Runs the authorizer function on an event; raises FunctionError or TimeoutError.
+Authorize = Callable[[dict[str, Any]], Awaitable[Any]]
 
 # REST API payload quota: 10 MB. Above it the front door answers a plain-text 413 that
 # gateway responses cannot change (observed on deployed APIs; see docs/local.md).
@@ -48,6 +50,8 @@ TOO_LARGE_BODY = b"HTTP content length exceeded 10485760 bytes."
 # Bodies above the limit are read and dropped (so the client sees the 413 instead of a
 # reset connection) up to this size; beyond it the connection is closed.
 MAX_DRAINED_BODY = 64 * 1024 * 1024
+# In STREAM mode the integration timeout bounds the wait for the response to start;
+# the stream itself may then run on (up to the function's own timeout).
 DEFAULT_INTEGRATION_TIMEOUT = 29.0
 
 # Built-in gateway responses: status, $context.error.message, default x-amzn-ErrorType.
@@ -59,61 +63,46 @@ DEFAULT_GATEWAY_RESPONSES: dict[str, tuple[int, str | None, str | None]] = {
         "Missing Authentication Token",
         "MissingAuthenticationTokenException",
     ),
-    "REQUEST_TOO_LARGE": (413, "Request Too Long", "BadRequestException"),
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out", None),
     "AUTHORIZER_FAILURE": (500, None, "AuthorizerConfigurationException"),
     "AUTHORIZER_CONFIGURATION_ERROR": (500, None, "AuthorizerConfigurationException"),
 }
 DEFAULT_TEMPLATE = '{"message":$context.error.messageString}'
-# What API Gateway answers when the Lambda proxy integration fails (the function raised,
-# timed out, or returned a malformed or oversized result): 502, not a gateway response.
+# What API Gateway answers when the integration fails before the response starts.
 INTERNAL_ERROR_BODY = b'{"message": "Internal server error"}'
 # Response headers a Lambda proxy result cannot set; API Gateway renames them.
 REMAPPED_RESPONSE_HEADERS = frozenset(
-    {
-        "authorization",
-        "connection",
-        "content-length",
-        "date",
-        "server",
-        "www-authenticate",
-        "x-amzn-requestid",
-    }
+    {"authorization", "connection", "date", "server", "www-authenticate", "x-amzn-requestid"}
 )
-# Request headers that describe the hop, not the request, and so never reach the function.
+# Request headers that describe the hop, not the request, and so never reach the app.
 HOP_BY_HOP_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "expect", "te", "upgrade", "content-length"}
 )
-CAPITALIZED_REQUEST_HEADERS = {"authorization": "Authorization", "user-agent": "User-Agent"}
-# What a Lambda proxy result may hold; anything else makes it malformed (502).
-PROXY_RESULT_KEYS = frozenset({"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"})
+# What API Gateway sets itself (the caller's values are replaced) ...
+GATEWAY_REQUEST_HEADERS = frozenset(
+    {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-amzn-trace-id"}
+)
+# ... and what LWA inserts (HeaderMap::insert: every caller-sent value of the name is replaced).
+LWA_REQUEST_HEADERS = frozenset({"x-amzn-request-context", "x-amzn-lambda-context"})
 _CONTEXT_REF = re.compile(r"\$(!?)(?:\{(context(?:\.\w+)+)\}|(context(?:\.\w+)+))")
 
 
-@dataclass(slots=True)
-class HttpRequest:
-    method: str
-    target: str  # request-target as sent: path and query, still percent-encoded
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    source_ip: str = "127.0.0.1"
-    port: int = 443
+class FunctionError(Exception):
+    """A function failed: it raised or returned something Lambda cannot send."""
 
-    def header(self, name: str) -> str | None:
-        """The last value of a header (API Gateway's single-value ``headers`` keep the last)."""
-        found = [value for key, value in self.headers if key.lower() == name.lower()]
-        return found[-1] if found else None
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
 
 
 @dataclass(slots=True)
 class HttpResponse:
+    """A response the gateway answers itself (gateway responses, 413, 502)."""
+
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        found = [value for key, value in self.headers if key.lower() == name.lower()]
-        return found[-1] if found else None
 
 
 def too_large_response() -> HttpResponse:
@@ -228,66 +217,114 @@ class AuthorizerCache:
 class _Call:
     """What one request carries through the gateway."""
 
-    request: HttpRequest
+    method: str
+    raw_path: str  # as sent, percent-encoded, without the stage
+    query: str
+    headers: list[tuple[str, str]]
+    source_ip: str
+    port: int
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     extended_request_id: str = field(default_factory=lambda: _extended_request_id())
     trace_id: str = field(default_factory=lambda: _trace_id())
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
-    raw_path: str = "/"  # without the stage
-    query: str = ""
     route: Route | None = None
     path_parameters: dict[str, str] = field(default_factory=dict)
     authorizer: dict[str, Any] | None = None
 
+    def header(self, name: str) -> str | None:
+        """The last value of a header (API Gateway's single-value ``headers`` keep the last)."""
+        found = [value for key, value in self.headers if key.lower() == name.lower()]
+        return found[-1] if found else None
+
+
+class _ClientGoneError(Exception):
+    pass
+
 
 class ApiGateway:
-    """The deployed REST API's behaviour for one stage, in front of in-process functions."""
+    """The deployed REST API's behaviour for one stage, in front of the proxy's ASGI app."""
 
     def __init__(
         self,
         api: ApiDefinition,
-        functions: Mapping[str, LambdaFunction],
+        app: AsgiApp,
+        authorize: Authorize,
         *,
         region: str,
         api_id: str = "localapi01",
         authorizer_ttl: int | None = None,
         integration_timeout: float = DEFAULT_INTEGRATION_TIMEOUT,
+        remove_base_path: str | None = None,
+        function_name: str = "bedrock-spend-local-ProxyFunction",
+        function_timeout: float = 30.0,
+        function_memory_mb: int = 128,
         clock: Callable[[], float] = time.monotonic,
+        access_log: Callable[[str], None] | None = None,
     ) -> None:
         self.api = api
-        self.functions = functions
+        self.app = app
+        self.authorize = authorize
         self.region = region
         self.api_id = api_id
         self.stage = api.stage
         default_ttl = api.authorizer.ttl_seconds if api.authorizer else 0
         self.authorizer_ttl: int = default_ttl if authorizer_ttl is None else authorizer_ttl
         self.integration_timeout = integration_timeout
+        self.remove_base_path = remove_base_path or None
+        self.function_name = function_name
+        self.function_timeout = function_timeout
+        self.function_memory_mb = function_memory_mb
         self.cache = AuthorizerCache(clock)
-        self.binary_media_types = api.binary_media_types
+        self.access_log = access_log
 
-    # --- the request lifecycle ---------------------------------------------------------------
+    # --- ASGI ---------------------------------------------------------------------------------
 
-    def handle(self, request: HttpRequest) -> HttpResponse:
-        call = _Call(request)
-        target = request.target
-        split = urlsplit(target if target.startswith(("/", "http://", "https://")) else "/" + target)
-        call.query = split.query
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan: the app's own
+            return
+        started = time.monotonic()
+        target = cast(bytes, scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        client = scope.get("client") or ("127.0.0.1", 0)
+        server = scope.get("server") or ("127.0.0.1", 443)
+        call = _Call(
+            method=scope["method"].upper(),
+            raw_path=target.split("?", 1)[0],
+            query=cast(bytes, scope.get("query_string", b"")).decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            source_ip=client[0],
+            port=server[1] or 443,
+        )
+        status = 0
+        try:
+            status = await self._serve(call, scope, receive, send)
+        except _ClientGoneError:
+            status = 499
+        finally:
+            if self.access_log is not None:
+                elapsed = (time.monotonic() - started) * 1000
+                self.access_log(f"{call.method} {target.split('?', 1)[0]} {status} {elapsed:.0f} ms")
+
+    async def _serve(self, call: _Call, scope: Scope, receive: Receive, send: Send) -> int:
+        body = await _read_body(receive)
+        if body is None:
+            return await _answer(send, too_large_response())
         prefix = f"/{self.stage}"
-        if split.path != prefix and not split.path.startswith(prefix + "/"):
-            return self._missing_token(call)
-        call.raw_path = split.path[len(prefix) :] or "/"
-        found = self.api.route_for(request.method.upper(), call.raw_path)
+        if call.raw_path != prefix and not call.raw_path.startswith(prefix + "/"):
+            return await _answer(send, self._missing_token(call))
+        call.raw_path = call.raw_path[len(prefix) :] or "/"
+        found = self.api.route_for(call.method, call.raw_path)
         if found is None:
-            return self._missing_token(call)
+            return await _answer(send, self._missing_token(call))
         call.route, call.path_parameters = found
         if call.route.authorized and self.api.authorizer is not None:
-            denied = self._authorize(call)
+            denied = await self._authorize(call)
             if denied is not None:
-                return denied
-        return self._integrate(call)
+                return await _answer(send, denied)
+        return await self._integrate(call, body, scope, receive, send)
 
     def _missing_token(self, call: _Call) -> HttpResponse:
-        authorization = call.request.header("Authorization")
+        authorization = call.header("Authorization")
         if authorization and authorization.strip():
             # An unknown route is an IAM-authorized one to API Gateway: it tries to read the
             # header as a SigV4 signature and fails on a bearer token.
@@ -307,13 +344,13 @@ class ApiGateway:
     def method_arn(self, call: _Call) -> str:
         return (
             f"arn:aws:execute-api:{self.region}:{ACCOUNT_ID}:{self.api_id}/{self.stage}/"
-            f"{call.request.method.upper()}/{call.raw_path.lstrip('/')}"
+            f"{call.method}/{call.raw_path.lstrip('/')}"
         )
 
-    def _authorize(self, call: _Call) -> HttpResponse | None:
+    async def _authorize(self, call: _Call) -> HttpResponse | None:
         spec = self.api.authorizer
         assert spec is not None
-        token = call.request.header(spec.identity_header)
+        token = call.header(spec.identity_header)
         if token is None or not token.strip():
             return self.gateway_response("UNAUTHORIZED", call)  # the authorizer is not called
         method_arn = self.method_arn(call)
@@ -323,14 +360,14 @@ class ApiGateway:
             event = {"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}
             started = time.monotonic()
             try:
-                output = self.functions[spec.function].invoke(event, self.integration_timeout)
+                output = await self.authorize(event)
             except FunctionError as error:
                 if error.message == "Unauthorized":
                     return self.gateway_response("UNAUTHORIZED", call)
                 logger.warning("authorizer failed: %s: %s", error.error_type, error.message)
                 return self.gateway_response("AUTHORIZER_FAILURE", call, message=None)
-            except (CallerTimeoutError, RequestTooLargeError) as error:
-                logger.warning("authorizer failed: %s", error)
+            except TimeoutError:
+                logger.warning("authorizer timed out")
                 return self.gateway_response("AUTHORIZER_FAILURE", call, message=None)
             latency = int((time.monotonic() - started) * 1000)
             try:
@@ -356,56 +393,98 @@ class ApiGateway:
         }
         return None
 
-    def _integrate(self, call: _Call) -> HttpResponse:
-        assert call.route is not None
-        event = self.proxy_event(call)
-        function = self.functions[call.route.function]
+    # --- the integration: the app, called as LWA calls it --------------------------------------
+
+    async def _integrate(self, call: _Call, body: bytes, scope: Scope, receive: Receive, send: Send) -> int:
+        delivered = False
+        started = asyncio.Event()
+        status = 0
+
+        async def app_receive() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # the body is read: this waits for the client to leave
+
+        async def app_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message = {**message, "headers": self._response_headers(message.get("headers") or (), call)}
+                started.set()
+            await send(message)  # as it comes: no buffering
+
+        task = asyncio.ensure_future(self.app(self.app_scope(call, body, scope), app_receive, app_send))
+        waiter = asyncio.ensure_future(started.wait())
         try:
-            result = function.invoke(event, self.integration_timeout)
-        except RequestTooLargeError as error:
-            logger.warning("%s: %s", function.name, error)
-            return self.gateway_response("REQUEST_TOO_LARGE", call)
-        except CallerTimeoutError:
-            return self.gateway_response("INTEGRATION_TIMEOUT", call)
-        except FunctionError as error:
-            logger.warning("%s failed: %s: %s", function.name, error.error_type, error.message)
-            return self._internal_error(call)
-        response = self.proxy_response(result, call)
-        return response if response is not None else self._internal_error(call)
+            await asyncio.wait(
+                {task, waiter}, timeout=self.integration_timeout, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            waiter.cancel()
+        if not started.is_set():
+            if not task.done():
+                task.cancel()
+                return await _answer(send, self.gateway_response("INTEGRATION_TIMEOUT", call))
+            if task.exception() is not None:
+                logger.error("the proxy app failed", exc_info=task.exception())
+            return await _answer(send, self._internal_error(call))
+        try:
+            await task
+        except Exception:
+            # Logged once, not raised: in Lambda the stream just ends (truncated if it had not).
+            logger.exception("the proxy app raised after its response started")
+        return status
 
-    def _internal_error(self, call: _Call) -> HttpResponse:
-        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "InternalServerErrorException")]
-        return HttpResponse(502, headers + self._gateway_headers(call), INTERNAL_ERROR_BODY)
+    def app_scope(self, call: _Call, body: bytes, scope: Scope) -> Scope:
+        """The ASGI scope of the request LWA sends the app (http://127.0.0.1:8080 in Lambda)."""
+        path = call.raw_path
+        if self.remove_base_path:
+            while self.remove_base_path and path.startswith(self.remove_base_path):
+                path = path[len(self.remove_base_path) :]  # Rust's trim_start_matches
+        headers = [
+            (name.lower(), value)
+            for name, value in self._forwarded_headers(call)
+            if name.lower() not in LWA_REQUEST_HEADERS
+        ]
+        headers.append(("content-length", str(len(body))))
+        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        # serde_json writes non-ASCII as UTF-8 (no \u escapes), and the header carries those bytes.
+        raw_headers += [
+            (name.encode(), json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            for name, value in (
+                ("x-amzn-request-context", self.request_context(call)),
+                ("x-amzn-lambda-context", self.lambda_context(call)),
+            )
+        ]
+        app_scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": call.method,
+            "scheme": "http",
+            "path": unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": call.query.encode("latin-1"),
+            "root_path": "",
+            "headers": raw_headers,
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 8080),
+        }
+        if "state" in scope:
+            app_scope["state"] = scope["state"]
+        return app_scope
 
-    # --- REST v1 proxy event and result -----------------------------------------------------
-
-    def proxy_event(self, call: _Call) -> dict[str, Any]:
-        """The Lambda proxy integration's input event (payload format 1.0) for this request."""
+    def request_context(self, call: _Call) -> dict[str, Any]:
+        """The REST proxy event's ``requestContext`` (what LWA puts in x-amzn-request-context)."""
         assert call.route is not None
-        request = call.request
-        headers = self._forwarded_headers(call)
-        single: dict[str, str] = {}
-        multi: dict[str, list[str]] = {}
-        names: dict[str, str] = {}
-        for name, value in headers:
-            key = names.setdefault(name.lower(), name)
-            single[key] = value
-            multi.setdefault(key, []).append(value)
-        query_single, query_multi = _query_parameters(call.query)
-        body: str | None = None
-        is_base64 = False
-        if request.body:
-            if self._is_binary(request.header("Content-Type")):
-                body, is_base64 = base64.b64encode(request.body).decode("ascii"), True
-            else:
-                body = request.body.decode("utf-8", errors="replace")
-        epoch_ms = int(call.started.timestamp() * 1000)
-        host = request.header("Host") or f"{self.api_id}.execute-api.{self.region}.amazonaws.com"
+        host = call.header("Host") or f"{self.api_id}.execute-api.{self.region}.amazonaws.com"
         domain = host.rsplit(":", 1)[0] if not host.startswith("[") else host
         context: dict[str, Any] = {
             "resourceId": hashlib.sha256(call.route.path.encode()).hexdigest()[:6],
             "resourcePath": call.route.path,
-            "httpMethod": request.method.upper(),
+            "httpMethod": call.method,
             "extendedRequestId": call.extended_request_id,
             "requestTime": call.started.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "path": f"/{self.stage}{call.raw_path}",
@@ -413,20 +492,20 @@ class ApiGateway:
             "protocol": "HTTP/1.1",
             "stage": self.stage,
             "domainPrefix": domain.split(".")[0],
-            "requestTimeEpoch": epoch_ms,
+            "requestTimeEpoch": int(call.started.timestamp() * 1000),
             "requestId": call.request_id,
             "identity": {
                 "cognitoIdentityPoolId": None,
                 "accountId": None,
                 "cognitoIdentityId": None,
                 "caller": None,
-                "sourceIp": request.source_ip,
+                "sourceIp": call.source_ip,
                 "principalOrgId": None,
                 "accessKey": None,
                 "cognitoAuthenticationType": None,
                 "cognitoAuthenticationProvider": None,
                 "userArn": None,
-                "userAgent": request.header("User-Agent"),
+                "userAgent": call.header("User-Agent"),
                 "user": None,
             },
             "domainName": domain,
@@ -434,85 +513,58 @@ class ApiGateway:
         }
         if call.authorizer is not None:
             context["authorizer"] = call.authorizer
+        return context
+
+    def lambda_context(self, call: _Call) -> dict[str, Any]:
+        """lambda_runtime's ``Context`` as LWA serializes it into x-amzn-lambda-context."""
+        deadline = int((time.time() + self.function_timeout) * 1000)
+        arn = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.function_name}"
         return {
-            "resource": call.route.path,
-            "path": call.raw_path,
-            "httpMethod": request.method.upper(),
-            "headers": single or None,
-            "multiValueHeaders": multi or None,
-            "queryStringParameters": query_single,
-            "multiValueQueryStringParameters": query_multi,
-            # As received: REST APIs hand path and path parameters to Lambda still percent-encoded.
-            "pathParameters": dict(call.path_parameters) or None,
-            "stageVariables": None,
-            "requestContext": context,
-            "body": body,
-            "isBase64Encoded": is_base64,
+            "request_id": str(uuid.uuid4()),
+            "deadline": deadline,
+            "invoked_function_arn": arn,
+            "xray_trace_id": call.trace_id,
+            "client_context": None,
+            "identity": None,
+            "env_config": {
+                "function_name": self.function_name,
+                "memory": self.function_memory_mb,
+                "version": "$LATEST",
+                "log_stream": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
+                "log_group": f"/aws/lambda/{self.function_name}",
+            },
         }
 
     def _forwarded_headers(self, call: _Call) -> list[tuple[str, str]]:
-        """The request's headers as the function sees them: per hop ones and the length dropped,
-        the forwarding ones API Gateway sets, and two names capitalized as its front end does."""
-        request = call.request
-        forwarded_for = request.header("X-Forwarded-For")
-        dropped = HOP_BY_HOP_HEADERS | {
-            "x-forwarded-for",
-            "x-forwarded-port",
-            "x-forwarded-proto",
-            "x-amzn-trace-id",
-        }
-        headers = [
-            (CAPITALIZED_REQUEST_HEADERS.get(k.lower(), k), v)
-            for k, v in request.headers
-            if k.lower() not in dropped
-        ]
+        """The caller's headers as API Gateway forwards them: per-hop ones dropped, and the
+        forwarding ones it sets itself."""
+        forwarded_for = call.header("X-Forwarded-For")
+        dropped = HOP_BY_HOP_HEADERS | GATEWAY_REQUEST_HEADERS
+        headers = [(k, v) for k, v in call.headers if k.lower() not in dropped]
         headers += [
             ("X-Amzn-Trace-Id", call.trace_id),
-            (
-                "X-Forwarded-For",
-                f"{forwarded_for}, {request.source_ip}" if forwarded_for else request.source_ip,
-            ),
-            ("X-Forwarded-Port", str(request.port)),
-            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-For", f"{forwarded_for}, {call.source_ip}" if forwarded_for else call.source_ip),
+            ("X-Forwarded-Port", str(call.port)),
+            ("X-Forwarded-Proto", "https"),
         ]
         return headers
 
-    def _is_binary(self, content_type: str | None) -> bool:
-        if not content_type:
-            return False
-        media = content_type.split(";", 1)[0].strip().lower()
-        return any(_media_matches(pattern.lower(), media) for pattern in self.binary_media_types)
+    def _response_headers(self, raw: Any, call: _Call) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in raw:
+            lower = bytes(name).lower()
+            if lower == b"transfer-encoding":
+                continue  # LWA drops it
+            if lower.decode("latin-1") in REMAPPED_RESPONSE_HEADERS:
+                name = b"x-amzn-Remapped-" + bytes(name)
+            out.append((bytes(name), bytes(value)))
+        if not any(name.lower() == b"content-type" for name, _ in out):
+            out.append((b"content-type", b"application/json"))
+        return out + [(k.encode(), v.encode()) for k, v in self._gateway_headers(call)]
 
-    def proxy_response(self, result: Any, call: _Call) -> HttpResponse | None:
-        """The HTTP response for a Lambda proxy result; None if API Gateway would call it malformed."""
-        if not isinstance(result, dict) or not set(result) <= PROXY_RESULT_KEYS:
-            return None
-        status = result.get("statusCode", 200)
-        if isinstance(status, str) and status.isdigit():
-            status = int(status)
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            return None
-        headers = _result_headers(result.get("headers"), result.get("multiValueHeaders"))
-        body = result.get("body")
-        if headers is None or not (body is None or isinstance(body, str)):
-            return None
-        payload = (body or "").encode()
-        if result.get("isBase64Encoded") is True and body:
-            accept = (call.request.header("Accept") or "").split(",", 1)[0]
-            # Decoded only when the caller's first Accept type is a binary media type.
-            if self._is_binary(accept):
-                try:
-                    payload = base64.b64decode(body, validate=True)
-                except ValueError:
-                    return None
-        out: list[tuple[str, str]] = []
-        for name, value in headers:
-            if name.lower() in REMAPPED_RESPONSE_HEADERS:
-                name = "x-amzn-Remapped-" + name
-            out.append((name, value))
-        if not any(name.lower() == "content-type" for name, _ in out):
-            out.append(("Content-Type", "application/json"))
-        return HttpResponse(status, out + self._gateway_headers(call), payload)
+    def _internal_error(self, call: _Call) -> HttpResponse:
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "InternalServerErrorException")]
+        return HttpResponse(502, headers + self._gateway_headers(call), INTERNAL_ERROR_BODY)
 
     def _gateway_headers(self, call: _Call) -> list[tuple[str, str]]:
         return [
@@ -564,7 +616,6 @@ class ApiGateway:
         return DEFAULT_TEMPLATE, "application/json"
 
     def _context_values(self, call: _Call, kind: str, message: str | None) -> dict[str, str]:
-        request = call.request
         values = {
             "context.error.message": message if message is not None else "",
             # messageString is the message as a JSON string literal (quotes included), or null.
@@ -576,10 +627,10 @@ class ApiGateway:
             "context.stage": self.stage,
             "context.path": f"/{self.stage}{call.raw_path}",
             "context.resourcePath": call.route.path if call.route else "",
-            "context.httpMethod": request.method.upper(),
+            "context.httpMethod": call.method,
             "context.accountId": ACCOUNT_ID,
-            "context.identity.sourceIp": request.source_ip,
-            "context.identity.userAgent": request.header("User-Agent") or "",
+            "context.identity.sourceIp": call.source_ip,
+            "context.identity.userAgent": call.header("User-Agent") or "",
             "context.requestTimeEpoch": str(int(call.started.timestamp() * 1000)),
         }
         for key, value in (call.authorizer or {}).items():
@@ -593,7 +644,7 @@ class ApiGateway:
         if len(expression) >= 2 and expression[0] == expression[-1] == "'":
             return expression[1:-1]
         if expression.startswith("method.request.header."):
-            return call.request.header(expression.removeprefix("method.request.header."))
+            return call.header(expression.removeprefix("method.request.header."))
         if expression.startswith("method.request.querystring."):
             single, _ = _query_parameters(call.query)
             return (single or {}).get(expression.removeprefix("method.request.querystring."))
@@ -632,43 +683,29 @@ def _query_parameters(query: str) -> tuple[dict[str, str] | None, dict[str, list
     return (single or None), (multi or None)
 
 
-def _result_headers(headers: Any, multi: Any) -> list[tuple[str, str]] | None:
-    """Merge ``multiValueHeaders`` and ``headers``; a pair given in both appears once.
-
-    Values must be strings or booleans (API Gateway rejects numbers as malformed).
-    """
-    out: list[tuple[str, str]] = []
-    if multi is not None:
-        if not isinstance(multi, dict):
-            return None
-        for name, values in multi.items():
-            if not isinstance(values, list) or not all(isinstance(v, str | bool) for v in values):
-                return None
-            out += [(str(name), _header_text(v)) for v in values]
-    if headers is not None:
-        if not isinstance(headers, dict) or not all(isinstance(v, str | bool) for v in headers.values()):
-            return None
-        seen = {(name.lower(), value) for name, value in out}
-        for name, value in headers.items():
-            if (str(name).lower(), _header_text(value)) not in seen:
-                out.append((str(name), _header_text(value)))
-    return out
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (API Gateway buffers requests); None above the 10 MB quota."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= MAX_REQUEST_BODY:
+            parts.append(chunk)
+        if not message.get("more_body") or size > MAX_DRAINED_BODY:
+            break
+    return b"".join(parts) if size <= MAX_REQUEST_BODY else None
 
 
-def _header_text(value: str | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
-
-
-def _media_matches(pattern: str, media: str) -> bool:
-    if pattern == media or pattern == "*/*":
-        return True
-    if "/" not in pattern or "/" not in media:
-        return False
-    p_type, p_sub = pattern.split("/", 1)
-    m_type, m_sub = media.split("/", 1)
-    return p_type in ("*", m_type) and p_sub in ("*", m_sub)
+async def _answer(send: Send, response: HttpResponse) -> int:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+    return response.status
 
 
 def _extended_request_id() -> str:
@@ -678,215 +715,3 @@ def _extended_request_id() -> str:
 
 def _trace_id() -> str:
     return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"
-
-
-# --- HTTP server ----------------------------------------------------------------------------------
-
-
-class _BadRequestError(Exception):
-    pass
-
-
-class _Server(TrackingHTTPServer):
-    name = "gateway"
-    gateway: ApiGateway
-    access_log: Callable[[str], None] | None
-
-    def __init__(self, address: tuple[str, int]) -> None:
-        super().__init__(address, _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds an idle keep-alive connection (or a stalled upload) is kept
-
-    @property
-    def _server(self) -> _Server:
-        return cast(_Server, self.server)
-
-    def setup(self) -> None:
-        super().setup()
-        self._server.track(self.connection, True)
-
-    def finish(self) -> None:
-        self._server.track(self.connection, False)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def handle_expect_100(self) -> bool:
-        # Refuse an announced oversized upload before the client sends it.
-        length = (self.headers.get("Content-Length") or "").strip()
-        if length.isdigit() and int(length) > MAX_REQUEST_BODY:
-            self.close_connection = True
-            self._send(too_large_response())
-            return False
-        return super().handle_expect_100()
-
-    def handle_one_request(self) -> None:
-        try:
-            super().handle_one_request()
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True
-
-    def __getattr__(self, name: str) -> Any:
-        # Every method, known or not, goes through the gateway (unknown ones get its 403).
-        if name.startswith("do_"):
-            return self._dispatch
-        raise AttributeError(name)
-
-    def _dispatch(self) -> None:
-        started = time.monotonic()
-        try:
-            body = self._read_body()
-        except _BadRequestError:
-            self.close_connection = True
-            self._send(HttpResponse(400, [("Content-Type", "text/plain")], b"Bad Request"))
-            return
-        if body is None:
-            response = too_large_response()
-        else:
-            port = cast(tuple[str, int], self.server.server_address)[1]
-            request = HttpRequest(
-                method=self.command,
-                target=self.path,
-                headers=list(self.headers.items()),
-                body=body,
-                source_ip=self.client_address[0],
-                port=int(port),
-            )
-            try:
-                response = self._server.gateway.handle(request)
-            except Exception:
-                logger.exception("the gateway emulation failed on %s %s", self.command, self.path)
-                response = HttpResponse(500, [("Content-Type", "application/json")], INTERNAL_ERROR_BODY)
-        self._send(response)
-        if self._server.access_log is not None:
-            elapsed = (time.monotonic() - started) * 1000
-            self._server.access_log(
-                f"{self.command} {urlsplit(self.path).path} {response.status} {elapsed:.0f} ms"
-            )
-
-    def _read_body(self) -> bytes | None:
-        """The request body; None if it exceeds API Gateway's 10 MB (it is read and dropped)."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
-        lengths = self.headers.get_all("Content-Length") or []
-        if not lengths:
-            return b""
-        if len({v.strip() for v in lengths}) != 1 or not lengths[0].strip().isdigit():
-            raise _BadRequestError
-        length = int(lengths[0])
-        if length > MAX_REQUEST_BODY:
-            self._discard(length)
-            return None
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _BadRequestError
-        return body
-
-    def _read_chunked(self) -> bytes | None:
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                length = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise _BadRequestError from exc
-            if length < 0:
-                raise _BadRequestError
-            if length == 0:
-                while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts) if size <= MAX_REQUEST_BODY else None
-            size += length
-            if size > MAX_DRAINED_BODY:
-                self.close_connection = True
-                return None
-            chunk = self.rfile.read(length)
-            if len(chunk) != length:
-                raise _BadRequestError
-            if size <= MAX_REQUEST_BODY:
-                parts.append(chunk)
-            else:
-                parts.clear()
-            self.rfile.readline(1024)
-
-    def _discard(self, length: int) -> None:
-        if length > MAX_DRAINED_BODY:
-            self.close_connection = True
-            return
-        remaining = length
-        while remaining:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                self.close_connection = True
-                return
-            remaining -= len(chunk)
-
-    def _send(self, response: HttpResponse) -> None:
-        try:
-            self.send_response_only(response.status, _reason(response.status))
-            for name, value in response.headers:
-                self.send_header(name, value)
-            self.send_header("Date", formatdate(usegmt=True))
-            self.send_header("Content-Length", str(len(response.body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(response.body)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True  # the client hung up
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-class GatewayServer:
-    """The HTTP/1.1 server in front of an :class:`ApiGateway`.
-
-    Binds in the constructor, so a taken port raises OSError before anything else starts.
-    """
-
-    def __init__(
-        self,
-        gateway: ApiGateway,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        access_log: Callable[[str], None] | None = None,
-    ) -> None:
-        self._server = _Server((host, port))
-        self._server.gateway = gateway
-        self._server.access_log = access_log
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="api-gateway", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.close_connections()
-        self._server.server_close()

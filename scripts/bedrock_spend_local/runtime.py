@@ -1,13 +1,15 @@
-"""The Lambda runtime, in process: one execution environment per function.
+"""The Lambda runtime's part of the local stack: stdout as CloudWatch Logs, and the authorizer.
 
-A function is its real ``Handler`` (imported by name from template.yaml), called with a
-JSON round trip of the event, a context object, the function's timeout, and Lambda's
-6 MB synchronous payload limits in both directions. Everything it prints goes through
+The proxy is an ASGI app that the gateway calls directly (as the Lambda Web Adapter does);
+the authorizer is a plain handler, run here like the runtime runs it: imported by its
+``Handler`` string, called with a JSON copy of the event and a context object, one
+invocation at a time, within its timeout. Everything a function prints goes through
 :class:`StdoutCapture`, as stdout goes to CloudWatch Logs in Lambda.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import io
@@ -19,49 +21,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from bedrock_spend_local.api import ACCOUNT_ID, FunctionSpec
-
-# Lambda quotas: "Invocation payload (request and response): 6 MB each for synchronous".
-# The request limit is exactly 6 MiB; the response limit Lambda reports is 100 bytes more
-# ("Response payload size exceeded maximum allowed payload size (6291556 bytes)").
-MAX_REQUEST_PAYLOAD = 6 * 1024 * 1024
-MAX_RESPONSE_PAYLOAD = 6 * 1024 * 1024 + 100
+from bedrock_spend_local.gateway import FunctionError
 
 Handler = Callable[[dict[str, Any], Any], Any]
 LineSink = Callable[[str, str], None]  # (function short name, one printed line)
-
-
-class InvokeError(Exception):
-    """The invocation failed before or after the handler ran (Lambda's own errors)."""
-
-
-class RequestTooLargeError(InvokeError):
-    """Lambda's RequestEntityTooLargeException (HTTP 413 from the Invoke API)."""
-
-
-class FunctionError(InvokeError):
-    """The function failed: it raised, timed out, or returned something Lambda cannot send."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-
-
-class CallerTimeoutError(InvokeError):
-    """The caller (API Gateway) stopped waiting before the function finished."""
 
 
 class StdoutCapture(io.TextIOBase):
     """``sys.stdout`` as a Lambda function sees it.
 
     Lines printed while a function runs (its EMF metrics and JSON logs) go to the sinks,
-    like the runtime ships stdout to CloudWatch Logs; anything else passes through. Lines are
-    assembled per thread, so concurrent functions never interleave half lines. One instance
-    per process, because loggers keep a reference to the stream they were created with.
+    like the runtime ships stdout to CloudWatch Logs. The authorizer runs in worker threads
+    marked with :meth:`function`; the proxy app runs on the server's event loop and its
+    thread pool, so a line from any other thread but the main one is the ``default``
+    function's (the proxy) while one is set; the rest passes through. Lines are assembled
+    per thread, so concurrent requests never interleave half lines. One instance per
+    process, because loggers keep a reference to the stream they were created with.
     """
 
     _instance: StdoutCapture | None = None
@@ -73,6 +51,7 @@ class StdoutCapture(io.TextIOBase):
         self._local = threading.local()
         self._sinks: list[LineSink] = []
         self._lock = threading.Lock()
+        self.default: str | None = None
 
     @classmethod
     def instance(cls) -> StdoutCapture:
@@ -121,10 +100,12 @@ class StdoutCapture(io.TextIOBase):
 
     def write(self, text: str) -> int:
         function = getattr(self._local, "function", None)
+        if function is None and threading.current_thread() is not threading.main_thread():
+            function = self.default  # the server's threads run the proxy app; main is the console
         if function is None:
             self.write_through(text)
             return len(text)
-        buffered = self._local.pending + text
+        buffered = getattr(self._local, "pending", "") + text
         *lines, self._local.pending = buffered.split("\n")
         for line in lines:
             self._emit(function, line)
@@ -191,18 +172,12 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-@dataclass(slots=True)
-class _Outcome:
-    payload: bytes | None = None
-    error: FunctionError | None = None
-
-
 class LambdaFunction:
-    """One function: its handler, loaded on first use, run one invocation at a time.
+    """A plain-handler function (the authorizer): loaded on first use, one invocation at a time.
 
-    Lambda gives each concurrent request its own execution environment; here there is one
-    per function, so concurrent requests wait their turn. That keeps module-level state in
-    the handlers (Powertools' resolver and logger) as single-threaded as it is in Lambda.
+    Lambda gives each concurrent request its own execution environment; here there is one,
+    so concurrent calls wait their turn. That keeps module-level state in the handler
+    (Powertools' logger) as single-threaded as it is in Lambda.
     """
 
     def __init__(self, spec: FunctionSpec, region: str, capture: StdoutCapture) -> None:
@@ -232,75 +207,25 @@ class LambdaFunction:
                 self._handler = handler
             return self._handler
 
-    def invoke(self, event: dict[str, Any], wait_seconds: float) -> Any:
-        """Run the handler on a JSON copy of ``event`` and return its JSON result.
+    async def invoke(self, event: dict[str, Any]) -> Any:
+        """The handler's JSON result; FunctionError if it raised, TimeoutError past its timeout."""
+        payload = json.dumps(event, separators=(",", ":"))
+        return await asyncio.wait_for(asyncio.to_thread(self._run, payload), self.spec.timeout)
 
-        Raises RequestTooLargeError, FunctionError (raised, timed out, unserializable or
-        oversized result) or CallerTimeoutError when ``wait_seconds`` pass first.
-        """
-        payload = json.dumps(event, separators=(",", ":")).encode()
-        if len(payload) > MAX_REQUEST_PAYLOAD:
-            raise RequestTooLargeError(
-                f"{len(payload)} byte payload is too large for the RequestResponse invocation type "
-                f"(limit {MAX_REQUEST_PAYLOAD} bytes)"
-            )
+    def _run(self, payload: str) -> Any:
         handler = self.load()
-        outcome = _Outcome()
-        done = threading.Event()
-        worker = threading.Thread(
-            target=self._run,
-            args=(handler, payload, outcome, done),
-            name=f"lambda-{self.name}",
-            daemon=True,
-        )
-        started = time.monotonic()
-        worker.start()
-        limit = min(wait_seconds, self.spec.timeout)
-        if not done.wait(limit):
-            if wait_seconds < self.spec.timeout:
-                raise CallerTimeoutError(f"no answer from {self.name} within {wait_seconds:g} s")
-            raise FunctionError("Sandbox.Timedout", f"Task timed out after {self.spec.timeout:.2f} seconds")
-        if outcome.error is not None:
-            raise outcome.error
-        assert outcome.payload is not None
-        elapsed = time.monotonic() - started
-        if elapsed > self.spec.timeout:
-            raise FunctionError("Sandbox.Timedout", f"Task timed out after {self.spec.timeout:.2f} seconds")
-        return json.loads(outcome.payload)
-
-    def _run(self, handler: Handler, payload: bytes, outcome: _Outcome, done: threading.Event) -> None:
+        with self._run_lock, self.capture.function(self.name):
+            context = LambdaContext(self.spec, self.region, time.monotonic() + self.spec.timeout)
+            try:
+                result = handler(json.loads(payload), context)
+            except Exception as exc:
+                # Lambda prints the error object to the function's log, then returns it.
+                print(json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}), flush=True)
+                raise FunctionError(type(exc).__name__, str(exc)) from exc
         try:
-            with self._run_lock:
-                # The deadline starts when the environment is free, as a new invoke would.
-                context = LambdaContext(self.spec, self.region, time.monotonic() + self.spec.timeout)
-                self.capture.install()
-                with self.capture.function(self.name):
-                    try:
-                        result = handler(json.loads(payload), context)
-                    except Exception as exc:  # noqa: BLE001 - the runtime reports any handler error
-                        # Lambda prints the error object to the function's log, then returns it.
-                        print(
-                            json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}),
-                            flush=True,
-                        )
-                        outcome.error = FunctionError(type(exc).__name__, str(exc))
-                        return
-            outcome.payload, outcome.error = _serialize_result(result)
-        finally:
-            done.set()
-
-
-def _serialize_result(result: Any) -> tuple[bytes | None, FunctionError | None]:
-    try:
-        body = json.dumps(result, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        return None, FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}")
-    if len(body) > MAX_RESPONSE_PAYLOAD:
-        return None, FunctionError(
-            "Function.ResponseSizeTooLarge",
-            f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_PAYLOAD} bytes).",
-        )
-    return body, None
+            return json.loads(json.dumps(result))
+        except (TypeError, ValueError) as exc:
+            raise FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -2,14 +2,17 @@
 
 :class:`LocalStack` starts, in this process: a moto server (DynamoDB tables created from
 template.yaml, and CloudWatch), the Bedrock Runtime emulator (or real Bedrock, or any
-endpoint), the real authorizer and proxy handlers behind an API Gateway emulation on
-http://127.0.0.1:3000/<stage>, and the EMF-to-CloudWatch forwarder. All state is in memory.
+endpoint), the proxy's ASGI app behind an API Gateway emulation (stage, the real authorizer,
+the Lambda Web Adapter's request mapping) served by uvicorn on https://127.0.0.1:3000/<stage>
+with a certificate from a CA made at start (trustme), and the EMF-to-CloudWatch forwarder.
+All state is in memory.
 ``bedrock-spend-local`` (:func:`main`) runs it with a banner; the end-to-end tests use it too.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import json
@@ -17,23 +20,26 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, ClassVar, Literal, TextIO
+from typing import Any, ClassVar, Literal, TextIO, cast
 from urllib.parse import urlsplit
 
-from bedrock_spend_local.api import ApiDefinition, TemplateError, load_api
+from bedrock_spend_local.api import ApiDefinition, FunctionSpec, TemplateError, load_api
 from bedrock_spend_local.emf import MetricsForwarder, is_emf
-from bedrock_spend_local.gateway import DEFAULT_INTEGRATION_TIMEOUT, ApiGateway, GatewayServer
-from bedrock_spend_local.runtime import LambdaFunction, StdoutCapture
+from bedrock_spend_local.gateway import DEFAULT_INTEGRATION_TIMEOUT, ApiGateway, AsgiApp
+from bedrock_spend_local.moto_fixes import faster_moto
+from bedrock_spend_local.runtime import LambdaFunction, StdoutCapture, _environ
 from bedrock_spend_local.tables import create_tables, table_definitions
 
 logger = logging.getLogger(__name__)
@@ -74,6 +80,8 @@ class LocalConfig:
     integration_timeout: float = DEFAULT_INTEGRATION_TIMEOUT
     echo_logs: bool = True  # show the functions' output on the console
     access_log: bool = True
+    # What the gateway calls; None = the proxy's app (bedrock_spend.proxy.app.create_app).
+    app_factory: Callable[[], AsgiApp] | None = None
 
 
 class LocalStack:
@@ -98,7 +106,13 @@ class LocalStack:
         self.gateway: ApiGateway | None = None
         self.metrics: MetricsForwarder | None = None
         self.log_files: dict[str, Path] = {}
-        self._server: GatewayServer | None = None
+        self.ca_file: Path | None = None  # the CA that signed the server's certificate (PEM)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it runs
+        self._server: Any = None  # uvicorn.Server
+        self._server_thread: threading.Thread | None = None
+        self._port = 0
+        self._tls_dir: Path | None = None
+        self._moto_fix = contextlib.ExitStack()
         self._moto: Any = None
         self._emulator: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -133,30 +147,15 @@ class LocalStack:
         except TemplateError as exc:
             raise StartupError(f"template.yaml: {exc}") from exc
         self._capture = StdoutCapture.instance()
-        functions = {
-            name: LambdaFunction(spec, self.region, self._capture)
-            for name, spec in self.api.functions.items()
-        }
-        self.gateway = ApiGateway(
-            self.api,
-            functions,
-            region=self.region,
-            integration_timeout=config.integration_timeout,
+        if self.api.authorizer is None:
+            raise StartupError("template.yaml: the API has no authorizer")
+        authorizer = LambdaFunction(
+            self.api.functions[self.api.authorizer.function], self.region, self._capture
         )
+        proxy = self.api.functions[self.api.routes[0].function]
         # Bind the public port first, so a taken one fails before anything else starts.
-        try:
-            self._server = GatewayServer(
-                self.gateway,
-                config.host,
-                config.port,
-                access_log=self._access_log if config.access_log else None,
-            )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(config.host, config.port, "--port") from exc
-            raise StartupError(
-                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
-            ) from exc
+        listener = self._bind()
+        self._moto_fix.enter_context(faster_moto())
         self._start_moto()
         if config.bedrock == "emulator":
             self._start_emulator()
@@ -170,10 +169,25 @@ class LocalStack:
         self.metrics.start()
         self._capture.add_sink(self._on_line)
         self._capture.install()
-        for function in functions.values():
-            function.load()  # import errors surface now, not on the first request
+        # The app runs on uvicorn's event loop and thread pool: its lines are the proxy's.
+        self._capture.default = proxy.short_name
+        authorizer.load()  # import errors surface now, not on the first request
+        app = config.app_factory() if config.app_factory else _proxy_app(proxy)
+        self.gateway = ApiGateway(
+            self.api,
+            app,
+            authorizer.invoke,
+            region=self.region,
+            integration_timeout=config.integration_timeout,
+            remove_base_path=proxy.environment.get("AWS_LWA_REMOVE_BASE_PATH")
+            or proxy.environment.get("REMOVE_BASE_PATH"),
+            function_name=f"{STACK_NAME}-{proxy.logical_id}",
+            function_timeout=proxy.timeout,
+            function_memory_mb=proxy.memory_mb,
+            access_log=self._access_log if config.access_log else None,
+        )
         self._mint_demo_key()
-        self._server.start()
+        self._serve(listener)
 
     def stop(self) -> None:
         """Stop everything that started, restore the environment. Safe to call twice."""
@@ -184,6 +198,7 @@ class LocalStack:
             self._close_logs,
             self._stop_emulator,
             self._stop_moto,
+            self._stop_moto_fix,
             self._restore_environment,
         )
         for step in steps:
@@ -196,6 +211,13 @@ class LocalStack:
 
     def __enter__(self) -> LocalStack:
         return self.start()
+
+    @classmethod
+    def running(cls) -> LocalStack:
+        """The stack running in this process."""
+        if cls._running is None:
+            raise RuntimeError("no local stack is running")
+        return cls._running
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -212,7 +234,8 @@ class LocalStack:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("the local stack is not running")
-        return self._server.base_url
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"https://{host}:{self._port}"
 
     @property
     def url(self) -> str:
@@ -239,6 +262,69 @@ class LocalStack:
         ]
 
     # --- parts ----------------------------------------------------------------------------------
+
+    def _bind(self) -> socket.socket:
+        config = self.config
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((config.host, config.port))
+        except OSError as exc:
+            listener.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(config.host, config.port, "--port") from exc
+            raise StartupError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from exc
+        self._port = listener.getsockname()[1]
+        return listener
+
+    def _serve(self, listener: socket.socket) -> None:
+        """uvicorn over HTTPS, in a thread with its own event loop, on the bound socket."""
+        import trustme
+        import uvicorn
+
+        self._tls_dir = Path(tempfile.mkdtemp(prefix="bedrock-spend-local-"))
+        ca = trustme.CA(organization_name="bedrock-spend-local")
+        leaf = ca.issue_cert("127.0.0.1", "localhost", "::1")
+        key_file, cert_file = self._tls_dir / "server.key", self._tls_dir / "server.pem"
+        leaf.private_key_pem.write_to_path(str(key_file))
+        leaf.cert_chain_pems[0].write_to_path(str(cert_file))
+        ca_dir = self.config.log_dir or self._tls_dir
+        self.ca_file = (ca_dir / "ca.pem").resolve()
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        gateway, capture = self.gateway, self._capture
+        assert gateway is not None and capture is not None
+
+        async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                self.loop = asyncio.get_running_loop()
+            capture.install()  # again: something (pytest's capture, say) may have replaced sys.stdout
+            await gateway(scope, receive, send)
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                serve,
+                ssl_keyfile=str(key_file),
+                ssl_certfile=str(cert_file),
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="auto",
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self._server = server
+        self._server_thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True
+        )
+        self._server_thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not self._server_thread.is_alive() or time.monotonic() > deadline:
+                raise StartupError("the HTTPS server did not start (see the log above)")
+            time.sleep(0.02)
 
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -281,6 +367,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_CLOUDWATCH": self.moto_url,
             # Real Bedrock means no endpoint override at all, not even an inherited one.
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_endpoint,
+            # The control plane (inference profiles) is moto's with the emulator, real otherwise.
+            "AWS_ENDPOINT_URL_BEDROCK": self.moto_url if self.config.bedrock == "emulator" else None,
         }
         for spec in self.api.functions.values():
             for variable, text in spec.environment.items():
@@ -359,8 +447,17 @@ class LocalStack:
             handle.close()
 
     def _stop_server(self) -> None:
-        if self._server is not None:
-            self._server.stop()
+        server, thread, self._server, self._server_thread = self._server, self._server_thread, None, None
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=10)
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
+
+    def _stop_moto_fix(self) -> None:
+        self._moto_fix.close()
 
     def _stop_metrics(self) -> None:
         if self.metrics is not None:
@@ -368,6 +465,7 @@ class LocalStack:
 
     def _stop_capture(self) -> None:
         if self._capture is not None:
+            self._capture.default = None
             self._capture.remove_sink(self._on_line)
             self._capture.uninstall()
 
@@ -415,7 +513,8 @@ class LocalStack:
         }
         return " ".join(
             [
-                "curl -sS",
+                "curl -sS --cacert",
+                shlex.quote(str(self.ca_file)),
                 shlex.quote(f"{self.url}/invoke-model"),
                 "-H",
                 shlex.quote(f"Authorization: Bearer {self.demo_key}"),
@@ -425,6 +524,17 @@ class LocalStack:
                 shlex.quote(json.dumps(body, separators=(",", ":"))),
             ]
         )
+
+    def boto3_snippet(self) -> list[str]:
+        """What a boto3 user sets: the endpoint, the key as a bearer token, and the CA."""
+        return [
+            f"export AWS_BEARER_TOKEN_BEDROCK={shlex.quote(self.demo_key)} "
+            f"AWS_CA_BUNDLE={shlex.quote(str(self.ca_file))}",
+            'python -c \'import boto3; print(boto3.client("bedrock-runtime", '
+            f'region_name="{self.region}", endpoint_url="{self.url}").converse('
+            f'modelId="{DEMO_MODEL}", messages=[{{"role": "user", '
+            '"content": [{"text": "Say hello."}]}])["output"])\'',
+        ]
 
     def cli_command(self, *arguments: str) -> str:
         credentials = " ".join(f"{k}={v}" for k, v in DUMMY_CREDENTIALS.items())
@@ -461,6 +571,7 @@ class LocalStack:
             lines += [f"  warning: listening on {self.config.host}: other machines can use the demo key", ""]
         lines += [
             f"  API endpoint    {self.url}",
+            f"  TLS             AWS_CA_BUNDLE={self.ca_file}  (a new CA each start)",
             f"  routes          {routes}",
             f"  Bedrock         {bedrock}",
             f"  DynamoDB, CloudWatch  moto at {self.moto_url} (region {self.region})",
@@ -473,6 +584,9 @@ class LocalStack:
             "",
             "Call a model:",
             f"  {self.curl_command()}",
+            "",
+            "With boto3 (any AWS SDK: endpoint URL, the key as AWS_BEARER_TOKEN_BEDROCK, the CA bundle):",
+            *(f"  {line}" for line in self.boto3_snippet()),
             "",
             "Recorded usage (tokens and cost per principal):",
             f"  {self.cli_command('usage')}",
@@ -489,6 +603,15 @@ class LocalStack:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _proxy_app(spec: FunctionSpec) -> AsgiApp:
+    """The proxy's ASGI app, one per stack (it reads its settings on its first request)."""
+    # Powertools loggers read their service name when the module is imported.
+    with _environ(POWERTOOLS_SERVICE_NAME=spec.environment.get("POWERTOOLS_SERVICE_NAME")):
+        from bedrock_spend.proxy.app import create_app
+
+    return cast(AsgiApp, create_app())
 
 
 def _configured_region(mode: BedrockMode) -> str:
@@ -654,8 +777,9 @@ def _url(text: str) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bedrock-spend-local",
-        description="Run the proxy on localhost: API Gateway + authorizer + proxy Lambda, DynamoDB and "
-        "CloudWatch (moto), and a Bedrock Runtime emulator. No AWS account, no Docker. State is in memory.",
+        description="Run the proxy on localhost over HTTPS: API Gateway + authorizer + the proxy app, "
+        "DynamoDB and CloudWatch (moto), and a Bedrock Runtime emulator. No AWS account, no Docker. "
+        "State is in memory.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="API port (default 3000; 0 = free)")
@@ -688,7 +812,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--integration-timeout",
         type=_timeout,
         default=DEFAULT_INTEGRATION_TIMEOUT,
-        help="seconds API Gateway waits for the proxy (default 29)",
+        help="seconds API Gateway waits for the proxy's response to start (default 29)",
     )
     args = parser.parse_args(argv)
     if args.bedrock_endpoint and args.bedrock:

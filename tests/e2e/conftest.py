@@ -1,13 +1,14 @@
-"""The local stack on free ports, shared by a module's tests, and HTTP helpers.
+"""The local stack on free ports, shared by a module's tests, and HTTPS helpers.
 
 The stack runs in this process (like `make run`, which runs it in its own), and every test
-talks to it over real HTTP on 127.0.0.1.
+talks to it over real HTTPS on 127.0.0.1, trusting the CA the stack made at start.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +42,13 @@ class Reply:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
+def tls_context(stack: LocalStack | None = None) -> ssl.SSLContext:
+    """A client context trusting the running stack's CA (the one in AWS_CA_BUNDLE)."""
+    stack = stack or LocalStack.running()
+    assert stack.ca_file is not None
+    return ssl.create_default_context(cafile=str(stack.ca_file))
+
+
 def http(
     url: str,
     *,
@@ -49,8 +57,9 @@ def http(
     headers: dict[str, str] | None = None,
 ) -> Reply:
     request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    context = tls_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT, context=context) as response:
             return Reply(response.status, list(response.headers.items()), response.read())
     except urllib.error.HTTPError as error:
         with error:

@@ -1,13 +1,15 @@
-"""End to end: the local stack (`make run`) over real HTTP on 127.0.0.1.
+"""End to end: the local stack (`make run`) over real HTTPS on 127.0.0.1.
 
 Keys are minted with the `bedrock-spend` CLI against the stack's moto server, requests go
-through the API Gateway emulation to the real authorizer and proxy handlers and on to the
-Bedrock emulator, and metrics are read back from CloudWatch (moto).
+through the API Gateway emulation to the real authorizer and the proxy's ASGI app and on to
+the Bedrock emulator, and metrics are read back from CloudWatch (moto). The gateway's own
+behaviour (the Lambda Web Adapter's request mapping, streaming relay, gateway responses) is
+also checked with a throwaway ASGI app in the proxy's place.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
 import os
 import signal
@@ -19,16 +21,16 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.client import HTTPConnection
+from http.client import HTTPException, HTTPSConnection
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from bedrock_spend_local.api import Route
-from bedrock_spend_local.runtime import FunctionError, LambdaFunction, StdoutCapture
+from bedrock_spend_local.gateway import FunctionError
 from bedrock_spend_local.server import LocalStack, main
-from tests.e2e.conftest import Reply, aws_client, cli, emulator_billed, http, log_lines, mint_key
+from tests.e2e.conftest import Reply, aws_client, cli, emulator_billed, http, log_lines, mint_key, tls_context
 from tests.helpers import claude_body
 
 pytestmark = pytest.mark.e2e
@@ -108,7 +110,8 @@ def test_the_calls_metrics_are_in_cloudwatch(stack: LocalStack) -> None:
     names = {
         m["MetricName"] for m in metrics if {"Name": "PrincipalId", "Value": "User::bob"} in m["Dimensions"]
     }
-    assert {"InputTokensCost", "OutputTokensCost", "CacheReadTokensUsed"} <= names
+    # Four custom metrics per principal x model, no more: each costs every month.
+    assert names == {"Invocations", "InputTokensUsed", "OutputTokensUsed", "TotalCost"}
 
 
 def test_the_usage_cli_shows_the_calls_tokens_and_cost(stack: LocalStack) -> None:
@@ -246,16 +249,13 @@ def test_a_body_over_10_mb_is_refused_by_the_gateway(stack: LocalStack) -> None:
     assert reply.body == b"HTTP content length exceeded 10485760 bytes."
 
 
-def test_an_event_over_lambdas_6_mb_is_the_request_too_large_gateway_response(stack: LocalStack) -> None:
-    payload = {"modelId": HAIKU, "body": claude_body("word " * (7 * 1024 * 1024 // 5))}
-    reply = invoke(stack, stack.demo_key, payload)
-    assert reply.status == 413
-    assert reply.json()["error"]["type"] == "PayloadTooLarge"
+def _connection(stack: LocalStack) -> HTTPSConnection:
+    host, port = stack.base_url.removeprefix("https://").split(":")
+    return HTTPSConnection(host, int(port), timeout=30, context=tls_context(stack))
 
 
 def test_a_chunked_upload_is_read_whole(stack: LocalStack) -> None:
-    host, port = stack.base_url.removeprefix("http://").split(":")
-    connection = HTTPConnection(host, int(port), timeout=30)
+    connection = _connection(stack)
     body = json.dumps({"modelId": HAIKU, "body": claude_body()}).encode()
     chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
     try:
@@ -274,8 +274,11 @@ def test_a_chunked_upload_is_read_whole(stack: LocalStack) -> None:
 
 
 def test_a_bad_content_length_is_400(stack: LocalStack) -> None:
-    host, port = stack.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    host, port = stack.base_url.removeprefix("https://").split(":")
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        tls_context(stack).wrap_socket(raw, server_hostname=host) as sock,
+    ):
         sock.sendall(
             f"POST /{stack.stage}/invoke-model HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n".encode()
         )
@@ -294,7 +297,7 @@ def test_a_slow_proxy_is_504_integration_timeout(stack: LocalStack) -> None:
         stack.gateway.integration_timeout = before
     assert reply.status == 504
     assert reply.json()["error"]["type"] == "GatewayTimeout"
-    time.sleep(1.5)  # let the abandoned invocation finish before the next test uses the proxy
+    time.sleep(1.5)  # let the emulator finish the abandoned call before the next test
 
 
 def test_path_parameters_keep_their_percent_encoding() -> None:
@@ -305,183 +308,291 @@ def test_path_parameters_keep_their_percent_encoding() -> None:
     assert route.match("GET", f"/model/{arn}/invoke") is None
 
 
-# --- the REST v1 proxy event and result, seen through a stand-in proxy function ------------
+# --- the request the app gets (LWA's mapping), seen through a throwaway ASGI app --------------
 
 
-class _StandIn:
-    """Takes the proxy function's place: records each event, answers with ``respond(event)``."""
+class _EchoApp:
+    """Takes the proxy app's place: records each request, answers with ``respond``.
 
-    name = "proxy"
+    ``respond(scope, body)`` returns (status, headers, chunks, seconds between chunks).
+    """
 
     def __init__(self, respond: Any) -> None:
         self.respond = respond
-        self.events: list[dict[str, Any]] = []
+        self.requests: list[tuple[dict[str, Any], bytes]] = []
 
-    def invoke(self, event: dict[str, Any], wait_seconds: float) -> Any:
-        self.events.append(json.loads(json.dumps(event)))
-        return self.respond(event)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.requests.append((scope, body))
+        status, headers, chunks, pause = self.respond(scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for index, chunk in enumerate(chunks):
+            if index and pause:
+                await asyncio.sleep(pause)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    def headers(self, index: int = -1) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, value in self.requests[index][0]["headers"]:
+            out.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        return out
+
+    def context(self, index: int = -1) -> dict[str, Any]:
+        [raw] = self.headers(index)["x-amzn-request-context"]
+        return cast(dict[str, Any], json.loads(raw))
+
+
+def _ok(scope: dict[str, Any], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], list[bytes], float]:
+    return 200, [(b"content-type", b"application/json")], [b"{}"], 0
 
 
 @pytest.fixture
-def replace(stack: LocalStack) -> Iterator[Any]:
-    """Put a stand-in in place of a function (by logical id) for one test."""
+def stand_in(stack: LocalStack) -> Iterator[Any]:
+    """Put a throwaway ASGI app in the proxy app's place for one test."""
     assert stack.gateway is not None
-    functions = cast(dict[str, Any], stack.gateway.functions)
-    originals = dict(functions)
+    gateway = stack.gateway
+    original = gateway.app
 
-    def install(logical_id: str, respond: Any) -> _StandIn:
-        functions[logical_id] = _StandIn(respond)
-        return cast(_StandIn, functions[logical_id])
+    def install(respond: Any = _ok) -> _EchoApp:
+        gateway.app = _EchoApp(respond)
+        return cast(_EchoApp, gateway.app)
 
     yield install
-    functions.update(originals)
-    stack.gateway.cache.clear()
+    gateway.app = original
 
 
-@pytest.fixture
-def stand_in(stack: LocalStack, replace: Any) -> Any:
-    """Put a stand-in in place of the proxy function."""
-    assert stack.api is not None
-    name = next(r.function for r in stack.api.routes if r.path == "/invoke-model")
-    return lambda respond: replace(name, respond)
-
-
-def _ok(event: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": "{}"}
-
-
-def test_the_event_is_a_rest_v1_proxy_event(stack: LocalStack, stand_in: Any) -> None:
-    assert stack.api is not None
-    greedy = [r for r in stack.api.routes if "{" in r.path]
-    if not greedy:
-        pytest.skip("the template has no route with a path parameter")
-    route = greedy[0]
+def test_the_app_gets_the_request_as_the_web_adapter_maps_it(stack: LocalStack, stand_in: Any) -> None:
     model = "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.x-v1%3A0"
-    literal = route.path.split("{")[0]  # e.g. /model/
-    raw_path = f"{literal}{model}/invoke"
-    fake = stand_in(_ok)
+    raw_path = f"/model/{model}/invoke"
+    fake = stand_in()
     reply = http(
         f"{stack.url}{raw_path}?a=1&a=2&b=x%20y",
         body=b'{"hello": "world"}',
         headers={
-            "authorization": f"Bearer {stack.demo_key}",
+            "Authorization": f"Bearer {stack.demo_key}",
             "Content-Type": "application/json",
             "X-Team": "t",
         },
-        method=route.method if route.method != "ANY" else "POST",
     )
     assert reply.status == 200, reply.body
-    [event] = fake.events
-    assert event["resource"] == route.path
-    assert event["path"] == raw_path  # still percent-encoded, as REST APIs pass it
-    assert list(event["pathParameters"].values()) == [raw_path.removeprefix(literal)]
-    assert event["queryStringParameters"] == {"a": "2", "b": "x y"}
-    assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"], "b": ["x y"]}
-    assert event["headers"]["Authorization"] == f"Bearer {stack.demo_key}"  # capitalized
-    assert event["headers"]["X-Team"] == "t" and event["multiValueHeaders"]["X-Team"] == ["t"]
-    assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
-    assert "Content-Length" not in event["headers"] and "Connection" not in event["headers"]
-    assert event["stageVariables"] is None
-    assert (event["body"], event["isBase64Encoded"]) == ('{"hello": "world"}', False)
-    context = event["requestContext"]
+    [(scope, body)] = fake.requests
+    assert body == b'{"hello": "world"}'
+    # The event's path: percent-encoding kept, the stage not in it (no REMOVE_BASE_PATH needed).
+    assert scope["raw_path"] == raw_path.encode() and scope["path"] == "/model/arn:aws:bedrock:" + (
+        "us-east-1:123456789012:inference-profile/us.x-v1:0/invoke"
+    )
+    assert scope["query_string"] == b"a=1&a=2&b=x%20y" and scope["method"] == "POST"
+    headers = fake.headers()
+    assert headers["authorization"] == [f"Bearer {stack.demo_key}"] and headers["x-team"] == ["t"]
+    assert headers["x-forwarded-for"] == ["127.0.0.1"] and headers["x-forwarded-proto"] == ["https"]
+    assert headers["content-length"] == [str(len(body))]
+    context = fake.context()
     assert context["stage"] == stack.stage and context["path"] == f"/{stack.stage}{raw_path}"
-    assert context["resourcePath"] == route.path and context["httpMethod"] == event["httpMethod"]
-    assert context["accountId"] == "123456789012" and context["identity"]["sourceIp"] == "127.0.0.1"
+    assert context["resourcePath"] == "/model/{proxy+}" or "{" in context["resourcePath"]
+    assert context["httpMethod"] == "POST" and context["identity"]["sourceIp"] == "127.0.0.1"
+    assert context["accountId"] == "123456789012"
     assert str(uuid.UUID(context["requestId"])) == context["requestId"]
     assert context["requestId"] == reply.header("x-amzn-RequestId")
     assert abs(context["requestTimeEpoch"] / 1000 - time.time()) < 60
     authorizer = context["authorizer"]
     assert authorizer["principalId"] == "User::demo" and authorizer["username"] == "demo"
     assert authorizer["keyId"] == stack.demo_key_id and isinstance(authorizer["integrationLatency"], int)
+    [lambda_context] = headers["x-amzn-lambda-context"]
+    assert json.loads(lambda_context)["env_config"]["function_name"].endswith("ProxyFunction")
 
 
-def test_a_binary_media_type_body_arrives_base64_encoded(stack: LocalStack, stand_in: Any) -> None:
-    assert stack.api is not None and stack.api.binary_media_types
-    media = stack.api.binary_media_types[0].replace("*", "x")
-    fake = stand_in(_ok)
-    payload = bytes(range(256))
-    reply = invoke(stack, stack.demo_key, payload, **{"Content-Type": media})
+def test_a_caller_sent_request_context_is_replaced_not_appended(stack: LocalStack, stand_in: Any) -> None:
+    fake = stand_in()
+    forged = json.dumps({"authorizer": {"principalId": "User::mallory", "username": "mallory"}})
+    reply = invoke(stack, stack.demo_key, **{"x-amzn-request-context": forged, "X-Amzn-Lambda-Context": "{}"})
     assert reply.status == 200
-    [event] = fake.events
-    assert event["isBase64Encoded"] is True
-    assert base64.b64decode(event["body"]) == payload
+    headers = fake.headers()
+    assert len(headers["x-amzn-request-context"]) == 1 and len(headers["x-amzn-lambda-context"]) == 1
+    assert fake.context()["authorizer"]["principalId"] == "User::demo"
 
 
-def test_a_base64_result_is_decoded_only_for_a_binary_accept(stack: LocalStack, stand_in: Any) -> None:
-    assert stack.api is not None
-    media = stack.api.binary_media_types[0].replace("*", "x")
-    frames = b"\x00\x00\x00\x10binary\xff"
-    stand_in(
+def test_a_forged_request_context_does_not_change_who_is_billed(stack: LocalStack) -> None:
+    key, _ = mint_key(stack, "victor")
+    forged = {
+        "requestId": str(uuid.uuid4()),
+        "stage": stack.stage,
+        "authorizer": {"principalId": "User::mallory", "username": "mallory", "keyId": "forged"},
+    }
+    reply = invoke(stack, key, **{"x-amzn-request-context": json.dumps(forged)})
+    assert reply.status == 200, reply.body
+    items = aws_client(stack, "dynamodb").scan(TableName=stack.tables["UsageTable"])["Items"]
+    principals = {item["PK"]["S"] for item in items}
+    assert "USAGE#User::victor" in principals and "USAGE#User::mallory" not in principals
+
+
+def test_non_ascii_context_values_reach_the_app_as_utf_8_bytes(
+    stack: LocalStack, stand_in: Any, replace_authorizer: Any
+) -> None:
+    # LWA serializes the context with serde_json, which writes non-ASCII as UTF-8 (no \\u
+    # escapes); an app reading the header as Latin-1 (ASGI's rule) must re-decode it as UTF-8.
+    replace_authorizer(
         lambda event: {
-            "statusCode": 200,
-            "headers": {"Content-Type": media},
-            "body": base64.b64encode(frames).decode(),
-            "isBase64Encoded": True,
+            "principalId": "User::zoe",
+            "policyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}],
+            },
+            "context": {"team": "Équipe-北"},
         }
     )
-    assert invoke(stack, stack.demo_key, Accept=media).body == frames
-    # API Gateway decides on the first Accept type only; no Accept (botocore sends none) is text.
-    assert invoke(stack, stack.demo_key).body == base64.b64encode(frames)
-    assert invoke(stack, stack.demo_key, Accept=f"text/plain, {media}").body == base64.b64encode(frames)
+    fake = stand_in()
+    assert invoke(stack, stack.demo_key).status == 200
+    [(scope, _)] = fake.requests
+    [raw] = [value for name, value in scope["headers"] if name == b"x-amzn-request-context"]
+    assert "Équipe-北".encode() in raw
+    assert json.loads(raw.decode("utf-8"))["authorizer"]["team"] == "Équipe-北"
 
 
-def test_result_headers_are_merged_and_reserved_ones_remapped(stack: LocalStack, stand_in: Any) -> None:
+def test_response_headers_reserved_ones_remapped_and_transfer_encoding_dropped(
+    stack: LocalStack, stand_in: Any
+) -> None:
     stand_in(
-        lambda event: {
-            "statusCode": 201,
-            "headers": {"X-One": "1", "Date": "yesterday", "X-Flag": True},
-            "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"], "X-One": ["1"]},
-            "body": "created",
-        }
+        lambda scope, body: (
+            201,
+            [(b"x-one", b"1"), (b"date", b"yesterday"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")],
+            [b"created"],
+            0,
+        )
     )
     reply = invoke(stack, stack.demo_key)
     assert (reply.status, reply.body) == (201, b"created")
     assert reply.header("Content-Type") == "application/json"  # API Gateway's default
     assert reply.header("x-amzn-Remapped-Date") == "yesterday" and reply.header("Date") != "yesterday"
-    assert reply.header("X-Flag") == "true" and reply.header("X-One") == "1"
-    assert reply.header_values("Set-Cookie") == ["a=1", "b=2"]
-    assert reply.header_values("X-One") == ["1"]  # the same pair in both appears once
+    assert reply.header("X-One") == "1" and reply.header_values("Set-Cookie") == ["a=1", "b=2"]
 
 
-@pytest.mark.parametrize(
-    "result",
-    [
-        {"statusCode": 200, "body": "{}", "cookies": []},  # a key REST proxy results cannot have
-        {"statusCode": "two hundred", "body": "{}"},
-        {"statusCode": 200, "body": {"not": "a string"}},
-        {"statusCode": 200, "headers": {"X-Count": 3}, "body": ""},
-        ["not", "an", "object"],
-    ],
-)
-def test_a_malformed_result_is_502(stack: LocalStack, stand_in: Any, result: Any) -> None:
-    stand_in(lambda event: result)
+def test_an_app_that_fails_before_answering_is_502(stack: LocalStack, stand_in: Any) -> None:
+    def broken(scope: dict[str, Any], body: bytes) -> Any:
+        raise RuntimeError("bug")
+
+    stand_in(broken)
     reply = invoke(stack, stack.demo_key)
     assert reply.status == 502
     assert reply.json() == {"message": "Internal server error"}
 
 
-def test_a_raising_or_oversized_function_is_502(stack: LocalStack, stand_in: Any) -> None:
-    assert stack.gateway is not None and stack.api is not None
-    spec = stack.api.functions[next(r.function for r in stack.api.routes if r.path == "/invoke-model")]
-    real = LambdaFunction(spec, stack.region, StdoutCapture.instance())
+class _Rendezvous:
+    """An app that answers only once ``expected`` requests are inside it at the same time."""
 
-    def big(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return {"statusCode": 200, "body": "x" * (6 * 1024 * 1024 + 200)}
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.inside = 0
+        self.all_inside = asyncio.Event()
 
-    def broken(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        raise RuntimeError("bug")
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        self.inside += 1
+        if self.inside == self.expected:
+            self.all_inside.set()
+        try:
+            await asyncio.wait_for(self.all_inside.wait(), 10)
+            status = 200
+        except TimeoutError:
+            status = 409  # the others never came in: requests were served one at a time
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
 
-    for handler in (big, broken):
-        real._handler = handler
-        stand_in(lambda event, real=real: real.invoke(event, 29))
-        reply = invoke(stack, stack.demo_key)
-        assert reply.status == 502
-        assert reply.json() == {"message": "Internal server error"}
+
+def test_requests_are_served_concurrently(stack: LocalStack, stand_in: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert stack.gateway is not None
+    stand_in()  # restores the real app afterwards
+    stack.gateway.app = _Rendezvous(3)
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda _: invoke(stack, stack.demo_key), range(3)))
+    assert [reply.status for reply in replies] == [200, 200, 200]
 
 
-def _authorizer_id(stack: LocalStack) -> str:
-    assert stack.api is not None and stack.api.authorizer is not None
-    return str(stack.api.authorizer.function)
+def _arrivals(stack: LocalStack, path: str, body: bytes, key: str) -> tuple[list[float], bytes]:
+    """Seconds (from sending) at which each piece of the response body arrived."""
+    connection = _connection(stack)
+    try:
+        started = time.monotonic()
+        connection.request(
+            "POST",
+            f"/{stack.stage}{path}",
+            body=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        times, data = [], b""
+        while piece := response.read1(65536):
+            times.append(time.monotonic() - started)
+            data += piece
+        return times, data
+    finally:
+        connection.close()
+
+
+def test_the_gateway_relays_each_chunk_as_the_app_sends_it(stack: LocalStack, stand_in: Any) -> None:
+    chunks = [b"event-%d;" % i for i in range(10)]
+    stand_in(lambda scope, body: (200, [(b"content-type", b"text/plain")], chunks, 0.2))
+    times, data = _arrivals(stack, "/invoke-model", b"{}", stack.demo_key)
+    assert data == b"".join(chunks)
+    # Ten pieces 200 ms apart take about 1.8 s; buffered, they would all arrive at the end.
+    assert len(times) >= 5
+    assert times[-1] - times[0] > 1.0
+    assert sum(1 for t in times if t < times[-1] - 0.5) >= 3
+
+
+def test_a_streamed_answer_reaches_the_client_event_by_event(stack: LocalStack) -> None:
+    from botocore.eventstream import EventStreamBuffer
+
+    text = "count to ten [[emulator chunk_delay_ms=200]]"
+    body = json.dumps(claude_body(text)).encode()
+    times, data = _arrivals(stack, f"/model/{HAIKU}/invoke-with-response-stream", body, stack.demo_key)
+    buffer = EventStreamBuffer()
+    buffer.add_data(data)
+    events = [message.headers.get(":event-type") for message in buffer]
+    assert len(events) >= 5 and set(events) == {"chunk"}
+    # The emulator sends an event every 200 ms: they reach the client spread over that time.
+    span = (len(events) - 1) * 0.2
+    assert times[-1] - times[0] > span * 0.6
+    assert sum(1 for t in times if t < times[-1] - 0.1) >= len(events) // 2
+
+
+class _FakeAuthorizer:
+    """Takes the authorizer function's place: records each event, answers ``respond(event)``."""
+
+    def __init__(self, respond: Any) -> None:
+        self.respond = respond
+        self.events: list[dict[str, Any]] = []
+
+    async def __call__(self, event: dict[str, Any]) -> Any:
+        self.events.append(json.loads(json.dumps(event)))
+        return self.respond(event)
+
+
+@pytest.fixture
+def replace_authorizer(stack: LocalStack) -> Iterator[Any]:
+    assert stack.gateway is not None
+    gateway = stack.gateway
+    original = gateway.authorize
+
+    def install(respond: Any) -> _FakeAuthorizer:
+        gateway.cache.clear()  # decisions cached by earlier tests would skip the fake
+        gateway.authorize = _FakeAuthorizer(respond)
+        return cast(_FakeAuthorizer, gateway.authorize)
+
+    yield install
+    gateway.authorize = original
+    gateway.cache.clear()
 
 
 def _raise(error: Exception) -> Any:
@@ -513,8 +624,10 @@ def _raise(error: Exception) -> Any:
         ),
     ],
 )
-def test_a_failing_authorizer_is_500(stack: LocalStack, replace: Any, respond: Any, kind: str) -> None:
-    replace(_authorizer_id(stack), respond)
+def test_a_failing_authorizer_is_500(
+    stack: LocalStack, replace_authorizer: Any, respond: Any, kind: str
+) -> None:
+    replace_authorizer(respond)
     reply = invoke(stack, stack.demo_key)
     assert reply.status == 500
     assert reply.json()["error"]["type"] == kind  # the template's DEFAULT_5XX, $context.error.responseType
@@ -522,11 +635,10 @@ def test_a_failing_authorizer_is_500(stack: LocalStack, replace: Any, respond: A
     assert reply.header("x-amzn-ErrorType") == "AuthorizerConfigurationException"
 
 
-def test_a_policy_that_does_not_cover_the_method_is_403(stack: LocalStack, replace: Any) -> None:
+def test_a_policy_that_does_not_cover_the_method_is_403(stack: LocalStack, replace_authorizer: Any) -> None:
     assert stack.gateway is not None
     other = f"arn:aws:execute-api:{stack.region}:123456789012:{stack.gateway.api_id}/{stack.stage}/GET/*"
-    fake = replace(
-        _authorizer_id(stack),
+    fake = replace_authorizer(
         lambda event: {
             "principalId": "User::x",
             "policyDocument": {
@@ -544,7 +656,7 @@ def test_a_policy_that_does_not_cover_the_method_is_403(stack: LocalStack, repla
 
 
 def test_cached_decisions_are_reused_per_token(
-    stack: LocalStack, replace: Any, stand_in: Any, authorizer_ttl: Any
+    stack: LocalStack, replace_authorizer: Any, stand_in: Any, authorizer_ttl: Any
 ) -> None:
     authorizer_ttl(300)
     allow = {
@@ -555,16 +667,13 @@ def test_cached_decisions_are_reused_per_token(
         },
         "context": {"username": "demo", "count": 3, "flag": True},
     }
-    fake = replace(_authorizer_id(stack), lambda event: allow)
-    proxy = stand_in(_ok)
+    fake = replace_authorizer(lambda event: allow)
+    proxy = stand_in()
     for _ in range(3):
         assert invoke(stack, stack.demo_key).status == 200
     assert invoke(stack, "bsk_" + "y" * 43).status == 200  # another token: another call
     assert len(fake.events) == 2
-    first, cached = (
-        proxy.events[0]["requestContext"]["authorizer"],
-        proxy.events[1]["requestContext"]["authorizer"],
-    )
+    first, cached = proxy.context(0)["authorizer"], proxy.context(1)["authorizer"]
     assert first["count"] == "3" and first["flag"] == "true"  # context values reach the proxy as strings
     assert cached["integrationLatency"] == 0 and cached["principalId"] == "User::demo"
 
@@ -629,7 +738,8 @@ def test_the_command_prints_the_banner_and_stops_on_ctrl_c(tmp_path: Path) -> No
                 break
         text = "".join(banner)
         assert "all state (keys, usage, metrics) is in memory" in text
-        assert "curl -sS http://127.0.0.1:" in text and "/v1/invoke-model" in text
+        assert "curl -sS --cacert " in text and "https://127.0.0.1:" in text and "/v1/invoke-model" in text
+        assert "AWS_CA_BUNDLE=" in text and "AWS_BEARER_TOKEN_BEDROCK=" in text
         assert " usage" in text and "list-metrics --namespace BedrockCostApportionment" in text
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=20)
@@ -639,3 +749,73 @@ def test_the_command_prints_the_banner_and_stops_on_ctrl_c(tmp_path: Path) -> No
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=5)
+
+
+# --- Bedrock's connection breaking ----------------------------------------------------------
+
+
+def test_a_connection_broken_before_bedrock_answers_is_a_json_error(stack: LocalStack) -> None:
+    before = len(emulator_billed(stack))
+    payload = {"modelId": HAIKU, "body": claude_body("hi [[emulator disconnect]]")}
+    reply = invoke(stack, stack.demo_key, payload)
+    assert reply.status >= 500, reply.body
+    assert reply.json()["error"]["type"]
+    assert len(emulator_billed(stack)) == before  # not billed, so nothing to record
+
+
+def test_a_connection_broken_mid_stream_ends_the_clients_stream(stack: LocalStack) -> None:
+    from botocore.eventstream import EventStreamBuffer
+
+    text = "tell me a story [[emulator disconnect after=2 chunk_delay_ms=20]]"
+    body = json.dumps(claude_body(text, max_tokens=200)).encode()
+    started = time.monotonic()
+    connection = _connection(stack)
+    try:
+        connection.request(
+            "POST",
+            f"/{stack.stage}/model/{HAIKU}/invoke-with-response-stream",
+            body=body,
+            headers={"Authorization": f"Bearer {stack.demo_key}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        data = b""
+        try:
+            while piece := response.read1(65536):
+                data += piece
+        except (OSError, HTTPException):
+            pass  # a truncated chunked body: how a broken stream looks to the client
+    finally:
+        connection.close()
+    assert time.monotonic() - started < 20  # ended, not hung
+    buffer = EventStreamBuffer()
+    buffer.add_data(data)
+    chunks = [m for m in buffer if m.headers.get(":event-type") == "chunk"]
+    assert len(chunks) == 2  # what Bedrock sent before the break, and nothing more
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_stream_longer_than_the_integration_timeout_arrives_whole_and_is_recorded(
+    stack: LocalStack,
+) -> None:
+    from botocore.eventstream import EventStreamBuffer
+
+    def events(data: bytes) -> list[Any]:
+        buffer = EventStreamBuffer()
+        buffer.add_data(data)
+        return [m for m in buffer if m.headers.get(":event-type") == "chunk"]
+
+    key, _ = mint_key(stack, "longstream")
+    prompt = "Write a long story about a lighthouse."
+    path = f"/model/{HAIKU}/invoke-with-response-stream"
+    _, quick = _arrivals(stack, path, json.dumps(claude_body(prompt, max_tokens=400)).encode(), key)
+    count = len(events(quick))
+    delay_ms = 50_000 // max(count - 1, 1)  # about 50 s in all: past API Gateway's 29 s
+    slow_body = claude_body(f"{prompt} [[emulator chunk_delay_ms={delay_ms}]]", max_tokens=400)
+    times, data = _arrivals(stack, path, json.dumps(slow_body).encode(), key)
+    assert len(events(data)) == count
+    assert times[-1] > 45
+    assert sum(1 for t in times if t < 29) >= count // 4  # it streamed, it was not held back
+    items = aws_client(stack, "dynamodb").scan(TableName=stack.tables["UsageTable"])["Items"]
+    assert sum(1 for item in items if item["PK"]["S"] == "USAGE#User::longstream") == 2

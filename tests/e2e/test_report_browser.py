@@ -28,7 +28,7 @@ from bedrock_spend_local.server import LocalStack
 from tests.e2e.conftest import Reply, aws_client, cli, emulator_billed, http, mint_key
 from tests.helpers import claude_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 NOVA = "amazon.nova-lite-v1:0"

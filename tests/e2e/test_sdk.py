@@ -1,9 +1,12 @@
-"""An unmodified boto3 bedrock-runtime client against the local stack.
+"""Unmodified clients against the local stack over HTTPS: boto3's bedrock-runtime client and
+the Anthropic SDK's ``AnthropicBedrock``.
 
-The client runs in its own process, as a team's application would: its environment has
-``AWS_BEARER_TOKEN_BEDROCK`` (a proxy key) and a region, no AWS credentials, no config
-files, and the client gets nothing but ``endpoint_url`` (the stack's URL, stage included).
-The stack's functions run in this process with their own environment, untouched.
+Each client runs in its own process, as a team's application would: its environment has
+``AWS_BEARER_TOKEN_BEDROCK`` (a proxy key), a region and the stack's CA (``AWS_CA_BUNDLE`` for
+botocore, ``SSL_CERT_FILE`` for the Anthropic SDK's HTTP client), no AWS credentials, no config
+files, and the client gets nothing but the endpoint (the stack's URL, stage included). botocore
+>= 1.44 refuses a bearer token over plain HTTP, so this is the only way they can reach it.
+The stack runs in this process with its own environment, untouched.
 
 Each call's recorded usage (ledger) is compared with what the emulator billed; the two
 are matched through the request metadata the proxy adds (``principalId``), so each test
@@ -65,16 +68,25 @@ print(json.dumps(outcome, default=str))
 
 
 def run_client(stack: LocalStack, key: str, call: str, tmp_path: Path, **params: Any) -> dict[str, Any]:
-    env = {
+    spec = {"endpoint_url": stack.url, "call": call, "params": params}
+    return _run(CLIENT, client_env(stack, key, tmp_path), spec)
+
+
+def client_env(stack: LocalStack, key: str, tmp_path: Path) -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),  # no ~/.aws
         "AWS_REGION": stack.region,
         "AWS_DEFAULT_REGION": stack.region,  # the variable boto3 reads
         "AWS_BEARER_TOKEN_BEDROCK": key,
+        "AWS_CA_BUNDLE": str(stack.ca_file),
+        "SSL_CERT_FILE": str(stack.ca_file),
     }
-    spec = {"endpoint_url": stack.url, "call": call, "params": params}
+
+
+def _run(program: str, env: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT, json.dumps(spec)],
+        [sys.executable, "-c", program, json.dumps(spec)],
         env=env,
         capture_output=True,
         text=True,
@@ -248,3 +260,54 @@ def test_count_tokens_is_answered_and_not_recorded(stack: LocalStack, tmp_path: 
     )
     assert outcome["response"]["inputTokens"] > 0
     assert ledger_for(stack, principal) == []
+
+
+# --- the Anthropic SDK ------------------------------------------------------------------------
+
+# AnthropicBedrock takes AWS_BEARER_TOKEN_BEDROCK as its api_key and then sends
+# "Authorization: Bearer <key>" instead of signing; it calls /model/{id}/invoke and, for
+# stream=True, /model/{id}/invoke-with-response-stream (anthropic/lib/bedrock/_client.py).
+ANTHROPIC_CLIENT = r"""
+import json, sys
+from anthropic import AnthropicBedrock
+
+spec = json.loads(sys.argv[1])
+client = AnthropicBedrock(base_url=spec["base_url"], aws_region=spec["region"])
+params = dict(model=spec["model"], max_tokens=200, messages=[{"role": "user", "content": spec["prompt"]}])
+if spec["stream"]:
+    types, text, usage = [], "", None
+    for event in client.messages.create(stream=True, **params):
+        types.append(event.type)
+        if event.type == "content_block_delta":
+            text += event.delta.text
+        if event.type == "message_delta":
+            usage = event.usage.output_tokens
+    print(json.dumps({"types": types, "text": text, "output_tokens": usage}))
+else:
+    message = client.messages.create(**params)
+    print(json.dumps({"text": message.content[0].text, "usage": message.usage.model_dump()}))
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_the_anthropic_sdk_with_a_bearer_key(stack: LocalStack, tmp_path: Path, stream: bool) -> None:
+    pytest.importorskip("anthropic")
+    key, principal = new_key(stack)
+    spec = {
+        "base_url": stack.url,
+        "region": stack.region,
+        "model": HAIKU,
+        "prompt": "Tell me about lighthouses.",
+        "stream": stream,
+    }
+    outcome = _run(ANTHROPIC_CLIENT, client_env(stack, key, tmp_path), spec)
+    [billed] = billed_for(stack, principal)
+    assert billed["authorization_scheme"] != "Bearer"
+    operation = "InvokeModelWithResponseStream" if stream else "InvokeModel"
+    item = assert_recorded_as_billed(stack, principal, operation)
+    if stream:
+        assert outcome["types"][0] == "message_start" and outcome["types"][-1] == "message_stop"
+        assert outcome["output_tokens"] == int(item["OutputTokens"]["N"])
+    else:
+        assert outcome["usage"]["output_tokens"] == int(item["OutputTokens"]["N"])
+    assert len(outcome["text"].split()) == int(item["OutputTokens"]["N"])

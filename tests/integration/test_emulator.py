@@ -8,17 +8,20 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
 import pytest
+import trustme
 from botocore.config import Config
 
 from bedrock_spend_local.emulator import ERROR_NAMESPACE, ERROR_STATUS, BedrockEmulator
@@ -709,10 +712,19 @@ def test_fault_rule_can_inject_a_stream_error(client: Any, emulator: BedrockEmul
 # --- auth, model ids, routes -------------------------------------------------------------------
 
 
-def test_bearer_token_client(emulator: BedrockEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bearer_token_client_over_https(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Current botocore sends a bearer key only over HTTPS, so this emulator serves TLS.
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key-test")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    emulator = BedrockEmulator(tls=server_context)
+    emulator.start()
+    assert emulator.url.startswith("https://")
     bearer_client = _client(emulator.url)
 
     bearer_client.converse(modelId=NOVA, messages=[{"role": "user", "content": [{"text": "x"}]}])
@@ -722,7 +734,10 @@ def test_bearer_token_client(emulator: BedrockEmulator, monkeypatch: pytest.Monk
         ]
     )
 
-    assert [r["authorization_scheme"] for r in emulator.billed()] == ["Bearer", "Bearer"]
+    try:
+        assert [r["authorization_scheme"] for r in emulator.billed()] == ["Bearer", "Bearer"]
+    finally:
+        emulator.stop()
 
 
 def test_sigv4_scheme_and_request_metadata_header(client: Any, emulator: BedrockEmulator) -> None:

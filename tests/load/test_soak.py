@@ -1,27 +1,26 @@
-"""Load and soak: 20,000 calls from 32 concurrent clients through the local stack, counted exactly.
+"""Load and soak: 10,000 calls from 32 concurrent clients through the local stack, counted exactly.
 
-Real HTTP on 127.0.0.1 to the API Gateway emulation, the real authorizer and proxy, the Bedrock
+Real HTTPS on 127.0.0.1 to the API Gateway emulation, the real authorizer and proxy app, the Bedrock
 emulator and moto. Four keys, five models, both of this API's routes and all four metered
 Bedrock operations (streams included), with prompt caching on one of them. Afterwards the
 emulator's tally is the truth: every call it billed is in the ledger exactly once with the
 same tokens, every monthly total is the exact sum of its principal's records, and CloudWatch
 (metrics forwarded from the functions' EMF lines) holds the same sums.
 
-moto would measure itself instead of the proxy, so this module runs with the same correction
-as `make bench` (``faster_moto`` in scripts/bench.py): transactions that do not copy the whole
-table (otherwise each ledger write costs O(table size) and the run O(n^2)) and request routing
-without a directory listing per request.
+The number of calls is fixed (``SOAK_CALLS`` overrides it) and the test checks exactness only:
+no wall-clock target, which would flake on a busy machine; the timeout is a hang guard. The
+local stack runs moto with ``bedrock_spend_local.moto_fixes.faster_moto`` (transactions that do
+not copy the whole table, so the run is not O(n^2) in time and memory).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import itertools
 import json
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections import Counter, defaultdict
@@ -29,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.client import HTTPConnection
+from http.client import HTTPSConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -37,13 +36,13 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from bedrock_spend_local.server import LocalStack
-from tests.e2e.conftest import aws_client, emulator_billed, mint_key
+from tests.e2e.conftest import aws_client, emulator_billed, mint_key, tls_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-CALLS = 20_000
+CALLS = int(os.environ.get("SOAK_CALLS", "10000"))
 CLIENTS = 32
-DEADLINE_S = 480  # the whole load phase; each request also has its own socket timeout
+HANG_GUARD_S = 3600  # pytest-timeout: only catches a hang; speed is not asserted
 NAMESPACE = "BedrockCostApportionment"
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
@@ -65,56 +64,6 @@ LEDGER_FIELDS = {
     "cache_write_5m_tokens": "CacheWrite5mTokens",
     "cache_write_1h_tokens": "CacheWrite1hTokens",
 }
-
-
-# --- moto, corrected as in scripts/bench.py ----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def faster_moto() -> Iterator[None]:
-    """moto's TransactWriteItems saving only the items it touches instead of deep-copying the
-    tables, and its request routing without a directory listing per request."""
-    from moto import backends
-    from moto.dynamodb.models import DynamoDBBackend
-    from moto.dynamodb.models.table import Table
-
-    original = DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        saved = []
-        try:
-            for entry in transact_items:
-                operation = next(iter(entry.values()))
-                table = self.get_table(operation["TableName"])
-                names = [n for n in (table.hash_key_attr, table.range_key_attr) if n]
-                key = operation.get("Key") or {name: operation["Item"][name] for name in names}
-                hash_key, range_key = self.get_keys_value(table, key)
-                saved.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
-        except Exception:  # an invalid request: moto's own code reports it
-            saved = []
-        try:
-            original(self, transact_items)
-        except Exception:
-            for table, hash_key, range_key, before in reversed(saved):
-                holder = table.items[hash_key] if range_key is not None else table.items
-                slot = range_key if range_key is not None else hash_key
-                if before is None:
-                    holder.pop(slot, None)
-                else:
-                    holder[slot] = before
-            raise
-
-    listed = tuple(backends.list_of_moto_modules())
-    list_modules = backends.list_of_moto_modules
-    backends.list_of_moto_modules = lambda: listed
-    DynamoDBBackend.transact_write_items = transact_write_items
-    Table.__deepcopy__ = lambda self, memo: self
-    try:
-        yield
-    finally:
-        backends.list_of_moto_modules = list_modules
-        DynamoDBBackend.transact_write_items = original
-        del Table.__deepcopy__
 
 
 # --- the calls -----------------------------------------------------------------------------------
@@ -200,7 +149,9 @@ class Answer:
     body: bytes
 
 
-def drive(url: str, keys: dict[str, str], calls: list[Call]) -> tuple[list[Answer], float]:
+def drive(
+    url: str, keys: dict[str, str], calls: list[Call], tls: ssl.SSLContext
+) -> tuple[list[Answer], float]:
     """Send every call from CLIENTS keep-alive connections at once; (answers, seconds)."""
     parts = urlsplit(url)
     work: queue.SimpleQueue[Call] = queue.SimpleQueue()
@@ -208,10 +159,11 @@ def drive(url: str, keys: dict[str, str], calls: list[Call]) -> tuple[list[Answe
         work.put(call)
     answers: list[Answer] = []
     lock = threading.Lock()
-    deadline = time.monotonic() + DEADLINE_S
 
-    def connect() -> HTTPConnection:
-        connection = HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=60)
+    def connect() -> HTTPSConnection:
+        connection = HTTPSConnection(
+            parts.hostname or "127.0.0.1", parts.port or 443, timeout=120, context=tls
+        )
         connection.connect()
         assert connection.sock is not None
         # http.client writes headers and body separately: without this, Nagle holds the body back.
@@ -221,7 +173,7 @@ def drive(url: str, keys: dict[str, str], calls: list[Call]) -> tuple[list[Answe
     def client() -> None:
         connection = connect()
         mine = []
-        while time.monotonic() < deadline:
+        while True:
             try:
                 call = work.get_nowait()
             except queue.Empty:
@@ -253,7 +205,7 @@ def drive(url: str, keys: dict[str, str], calls: list[Call]) -> tuple[list[Answe
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=DEADLINE_S + 120)
+        thread.join()
     return answers, time.monotonic() - started
 
 
@@ -279,22 +231,23 @@ def partition(stack: LocalStack, pk: str, projection: str | None = None) -> list
     return [item for page in paginator.paginate(**params) for item in page["Items"]]
 
 
-def metric_sums(stack: LocalStack, name: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Sum of a metric per (PrincipalId, ModelId), every datapoint of the last hours."""
+def metric_sums(stack: LocalStack, name: str, keys: set[tuple[str, ...]]) -> dict[tuple[str, ...], float]:
+    """Sum of a metric per (PrincipalId, ModelId), or per (ModelId,), over the last hours."""
     cloudwatch = aws_client(stack, "cloudwatch")
     now = datetime.now(UTC)
     sums = {}
-    for principal, model in pairs:
+    for key in keys:
+        names = ("PrincipalId", "ModelId") if len(key) == 2 else ("ModelId",)
         stats = cloudwatch.get_metric_statistics(
             Namespace=NAMESPACE,
             MetricName=name,
-            Dimensions=[{"Name": "PrincipalId", "Value": principal}, {"Name": "ModelId", "Value": model}],
+            Dimensions=[{"Name": n, "Value": v} for n, v in zip(names, key, strict=True)],
             StartTime=now - timedelta(hours=2),
             EndTime=now + timedelta(hours=1),
             Period=3600,
             Statistics=["Sum"],
         )
-        sums[(principal, model)] = sum(point["Sum"] for point in stats["Datapoints"])
+        sums[key] = sum(point["Sum"] for point in stats["Datapoints"])
     return sums
 
 
@@ -304,34 +257,33 @@ def metric_sums(stack: LocalStack, name: str, pairs: set[tuple[str, str]]) -> di
 @pytest.fixture(scope="module")
 def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     saved = dict(os.environ)
-    with faster_moto():
-        stack = LocalStack(
-            port=0,
-            region="us-east-1",
-            log_dir=tmp_path_factory.mktemp("soak-logs"),
-            echo_logs=False,
-            access_log=False,
-        )
-        stack.start()
-        try:
-            yield stack
-        finally:
-            stack.stop()
-            os.environ.clear()
-            os.environ.update(saved)
+    stack = LocalStack(
+        port=0,
+        region="us-east-1",
+        log_dir=tmp_path_factory.mktemp("soak-logs"),
+        echo_logs=False,
+        access_log=False,
+    )
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
-@pytest.mark.timeout(DEADLINE_S + 240)
-def test_20000_concurrent_calls_are_all_answered_and_counted_exactly_once(soak_stack: LocalStack) -> None:
+@pytest.mark.timeout(HANG_GUARD_S)
+def test_concurrent_calls_are_all_answered_and_counted_exactly_once(soak_stack: LocalStack) -> None:
     stack = soak_stack
     keys = {user: mint_key(stack, user)[0] for user in USERS}
     calls = plan_calls(CALLS)
     assert len({(c.path.split("/")[-1], c.model) for c in calls}) >= 10 and len({c.model for c in calls}) == 5
 
-    answers, seconds = drive(stack.url, keys, calls)
+    answers, seconds = drive(stack.url, keys, calls, tls_context(stack))
 
     # Every call answered, none failed.
-    assert len(answers) == CALLS, f"only {len(answers)} of {CALLS} calls were made in {DEADLINE_S} s"
+    assert len(answers) == CALLS, f"only {len(answers)} of {CALLS} calls were made"
     failures = Counter((a.status, a.body[:200]) for a in answers if a.status != 200)
     assert not failures, failures.most_common(5)
     gateway_to_bedrock = {a.gateway_id: a.bedrock_id for a in answers}
@@ -381,21 +333,23 @@ def test_20000_concurrent_calls_are_all_answered_and_counted_exactly_once(soak_s
         assert got == {name: Decimal(value) for name, value in want.items()}, key
     assert sum(Decimal(t["CacheReadTokens"]["N"]) for t in totals.values()) > 0  # caching was exercised
 
-    # CloudWatch: the functions' EMF lines, forwarded, sum to the same per principal x model.
+    # CloudWatch: the functions' EMF lines, forwarded, sum to the same per principal x model
+    # (and, for cache tokens, per model).
     assert stack.flush(timeout=120)
-    per_pair: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    per_key: dict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
     for answer in answers:
         bill = billed[answer.bedrock_id]
         pair = (f"User::{answer.call.user}", answer.call.model)
-        per_pair[pair]["Invocations"] += 1
-        per_pair[pair]["InputTokensUsed"] += bill["input_tokens"]
-        per_pair[pair]["OutputTokensUsed"] += bill["output_tokens"]
-        per_pair[pair]["CacheReadTokensUsed"] += bill["cache_read_tokens"]
+        per_key[pair]["Invocations"] += 1
+        per_key[pair]["InputTokensUsed"] += bill["input_tokens"]
+        per_key[pair]["OutputTokensUsed"] += bill["output_tokens"]
+        per_key[(answer.call.model,)]["CacheReadTokensUsed"] += bill["cache_read_tokens"]
     for metric in ("Invocations", "InputTokensUsed", "OutputTokensUsed", "CacheReadTokensUsed"):
-        sums = metric_sums(stack, metric, set(per_pair))
-        assert sums == {pair: float(counts[metric]) for pair, counts in per_pair.items()}, metric
+        expected = {key: float(counts[metric]) for key, counts in per_key.items() if metric in counts}
+        expected = {key: value for key, value in expected.items() if value or len(key) == 2}
+        assert metric_sums(stack, metric, set(expected)) == expected, metric
 
-    # Nothing needed the fallback, and the run stayed within its bound.
+    # Nothing needed the fallback.
     proxy_log = Path(stack.log_files["proxy"])
     assert "USAGE_RECORD_UNSAVED" not in proxy_log.read_text(encoding="utf-8")
     print(f"\nsoak: {CALLS} calls from {CLIENTS} clients in {seconds:.0f} s ({CALLS / seconds:.0f} req/s)")

@@ -21,6 +21,7 @@ import pytest
 
 from bedrock_spend import metering, native
 from bedrock_spend.errors import (
+    BadRequestError,
     BedrockConnectionLostError,
     BedrockNotReachedError,
     BudgetExceededError,
@@ -30,7 +31,7 @@ from bedrock_spend.errors import (
 from bedrock_spend.forwarding import Outbound
 from bedrock_spend.prices import load_price_book
 from bedrock_spend.profiles import ProfileResolver
-from bedrock_spend.proxy.http import RelayResponse
+from bedrock_spend.proxy.http import RelayResponse, caller_from, request_context
 from bedrock_spend.settings import ProxySettings
 from bedrock_spend.usage_record import Caller, UsageRecord
 from bedrock_spend_local.eventstream import chunk_event, converse_event, exception_event
@@ -440,3 +441,15 @@ async def _receive() -> dict[str, Any]:
 
 async def _discard(message: dict[str, Any]) -> None:
     return None
+
+
+def test_a_header_bedrock_could_not_be_sent_is_a_400_naming_it() -> None:
+    with pytest.raises(BadRequestError, match="x-amzn-bedrock-trace"):
+        native.invoke_call("InvokeModel", HAIKU, {"x-amzn-bedrock-trace": "\x80on"}, b"{}", CALLER)
+
+
+def test_the_request_context_is_read_as_the_utf8_the_adapter_writes() -> None:
+    context = json.dumps({"authorizer": {"principalId": "User::zoë", "username": "zoë"}}, ensure_ascii=False)
+    as_asgi_text = context.encode("utf-8").decode("latin-1")
+    caller = caller_from(request_context({"x-amzn-request-context": as_asgi_text}))
+    assert (caller.principal_id, caller.username) == ("User::zoë", "zoë")

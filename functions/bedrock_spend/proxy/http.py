@@ -34,8 +34,10 @@ HOP_BY_HOP = frozenset(
 def request_context(headers: Any) -> dict[str, Any]:
     raw = headers.get(REQUEST_CONTEXT_HEADER)
     try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
+        # The adapter writes the JSON as UTF-8 bytes; ASGI servers hand header bytes over as
+        # Latin-1 text, so the text is turned back into its bytes and read as UTF-8.
+        value = json.loads(raw.encode("latin-1").decode("utf-8")) if raw else None
+    except (ValueError, UnicodeError):
         value = None
     return value if isinstance(value, dict) else {}
 
