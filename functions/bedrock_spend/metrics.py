@@ -24,21 +24,24 @@ DEFAULT_NAMESPACE = "BedrockCostApportionment"
 MICRO = Decimal(1_000_000)
 
 # Metric names the proxy emits, by dimension set. The dashboard test checks every metric
-# template.yaml references against this table.
+# template.yaml references against what the emitters print.
+#
+# Custom metrics cost every month per unique name x dimension values (about $0.30 each), and
+# (principal, model) pairs multiply: 100 principals x 5 models is 500 pairs. So only four
+# metrics are kept per pair; the rest are per model, and the cost by part rides along in the
+# EMF line as properties (Logs Insights can query them), and exactly in the ledger.
 CALL_DIMENSIONS = ("PrincipalId", "ModelId")
 CALL_METRICS: dict[str, MetricUnit] = {
-    # The reference design's four names, kept so existing dashboards keep working.
-    "InputTokensUsed": MetricUnit.Count,
-    "InputTokensCost": MetricUnit.NoUnit,
-    "OutputTokensUsed": MetricUnit.Count,
-    "OutputTokensCost": MetricUnit.NoUnit,
-    "CacheReadTokensUsed": MetricUnit.Count,
-    "CacheReadTokensCost": MetricUnit.NoUnit,
-    "CacheWriteTokensUsed": MetricUnit.Count,
-    "CacheWriteTokensCost": MetricUnit.NoUnit,
-    "ImagesGenerated": MetricUnit.Count,
-    "TotalCost": MetricUnit.NoUnit,
     "Invocations": MetricUnit.Count,
+    "InputTokensUsed": MetricUnit.Count,
+    "OutputTokensUsed": MetricUnit.Count,
+    "TotalCost": MetricUnit.NoUnit,
+}
+MODEL_DIMENSIONS = ("ModelId",)
+MODEL_METRICS: dict[str, MetricUnit] = {
+    "CacheReadTokensUsed": MetricUnit.Count,
+    "CacheWriteTokensUsed": MetricUnit.Count,
+    "ImagesGenerated": MetricUnit.Count,
     "UnpricedInvocations": MetricUnit.Count,
 }
 ERROR_DIMENSIONS = ("ErrorType",)
@@ -83,30 +86,40 @@ def _dollars(micro_usd: Decimal) -> float:
 
 def emit_call(record: UsageRecord) -> None:
     usage, cost = record.usage, record.cost
-    values: list[tuple[str, MetricUnit, float]] = [("Invocations", MetricUnit.Count, 1)]
-    counts = (
-        ("InputTokensUsed", usage.input_tokens),
-        ("OutputTokensUsed", usage.output_tokens),
-        ("CacheReadTokensUsed", usage.cache_read_tokens),
-        ("CacheWriteTokensUsed", usage.cache_write_tokens),
-        ("ImagesGenerated", usage.images),
-    )
-    values += [(name, MetricUnit.Count, count) for name, count in counts if count is not None]
-    if cost.priced:
-        values += [
-            ("InputTokensCost", MetricUnit.NoUnit, _dollars(cost.input)),
-            ("OutputTokensCost", MetricUnit.NoUnit, _dollars(cost.output)),
-            ("CacheReadTokensCost", MetricUnit.NoUnit, _dollars(cost.cache_read)),
-            ("CacheWriteTokensCost", MetricUnit.NoUnit, _dollars(cost.cache_write)),
-            ("TotalCost", MetricUnit.NoUnit, _dollars(cost.total)),
-        ]
-    else:
-        # Never a silent $0: unpriced calls have no cost metrics, only this count.
-        values.append(("UnpricedInvocations", MetricUnit.Count, 1))
+    per_pair: list[tuple[str, MetricUnit, float]] = [("Invocations", MetricUnit.Count, 1)]
+    per_pair += [
+        (name, MetricUnit.Count, count)
+        for name, count in (
+            ("InputTokensUsed", usage.input_tokens),
+            ("OutputTokensUsed", usage.output_tokens),
+        )
+        if count is not None
+    ]
     # Properties, not dimensions: they tie each data point to its price book and ledger record
     # without multiplying the metric's identity.
-    metadata = {"PriceBookVersion": cost.price_book_version, "RequestId": record.request_id}
-    _emit({"PrincipalId": record.principal_id, "ModelId": record.model_id}, values, metadata)
+    properties = {"PriceBookVersion": cost.price_book_version, "RequestId": record.request_id}
+    if cost.priced:
+        per_pair.append(("TotalCost", MetricUnit.NoUnit, _dollars(cost.total)))
+        properties.update(
+            InputTokensCost=str(_dollars(cost.input)),
+            OutputTokensCost=str(_dollars(cost.output)),
+            CacheReadTokensCost=str(_dollars(cost.cache_read)),
+            CacheWriteTokensCost=str(_dollars(cost.cache_write)),
+        )
+    _emit({"PrincipalId": record.principal_id, "ModelId": record.model_id}, per_pair, properties)
+    per_model = [
+        (name, MetricUnit.Count, float(count))
+        for name, count in (
+            ("CacheReadTokensUsed", usage.cache_read_tokens),
+            ("CacheWriteTokensUsed", usage.cache_write_tokens),
+            ("ImagesGenerated", usage.images),
+            # Never a silent $0: an unpriced call has no cost metric, only this count.
+            ("UnpricedInvocations", 0 if cost.priced else 1),
+        )
+        if count
+    ]
+    if per_model:
+        _emit({"ModelId": record.model_id}, per_model)
 
 
 def _emit_one(name: str, dimension_values: tuple[str, ...]) -> None:

@@ -55,21 +55,24 @@ def test_claude_call_returns_the_model_body_and_emits_metrics(
     assert body["type"] == "message"
     assert body["usage"]["input_tokens"] == billed[0]["input_tokens"]
 
-    [emf] = [r for r in emf_records(capsys.readouterr().out) if "Invocations" in metric_names(r)]
+    records = emf_records(capsys.readouterr().out)
+    [emf] = [r for r in records if "Invocations" in metric_names(r)]
     assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["PrincipalId", "ModelId"]]
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "BedrockCostApportionment"
     assert (emf["PrincipalId"], emf["ModelId"]) == ("User::alice", HAIKU)
     assert emf["PriceBookVersion"] == load_price_book().version
     assert emf["RequestId"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
-    assert {"InputTokensUsed", "InputTokensCost", "OutputTokensUsed", "OutputTokensCost"} <= metric_names(emf)
-    assert {"TotalCost", "Invocations", "CacheReadTokensUsed"} <= metric_names(emf)
+    # Four metrics per principal x model: what costs money every month is kept small.
+    assert metric_names(emf) == {"Invocations", "InputTokensUsed", "OutputTokensUsed", "TotalCost"}
     assert emf_value(emf, "InputTokensUsed") == billed[0]["input_tokens"]
     assert emf_value(emf, "OutputTokensUsed") == billed[0]["output_tokens"]
     units = {m["Name"]: m["Unit"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert units["InputTokensUsed"] == "Count" and units["InputTokensCost"] == "None"
-    # Claude 3 Haiku: $0.25 / 1M input, $1.25 / 1M output.
+    assert units["InputTokensUsed"] == "Count" and units["TotalCost"] == "None"
+    # Claude 3 Haiku: $0.25 / 1M input, $1.25 / 1M output; part costs ride along as properties.
     expected = Decimal(billed[0]["input_tokens"]) * Decimal("0.25") / 10**6
-    assert emf_value(emf, "InputTokensCost") == pytest.approx(float(expected))
+    assert float(emf["InputTokensCost"]) == pytest.approx(float(expected))
+    total = expected + Decimal(billed[0]["output_tokens"]) * Decimal("1.25") / 10**6
+    assert emf_value(emf, "TotalCost") == pytest.approx(float(total))
 
     [item] = ledger_items(dynamodb)
     assert item["PrincipalId"]["S"] == "User::alice"
@@ -116,9 +119,12 @@ def test_unpriced_model_is_served_and_flagged(
     model_id = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdef012345"
     response = call({"modelId": model_id, "body": claude_body()})
     assert response["statusCode"] == 200
-    [emf] = [r for r in emf_records(capsys.readouterr().out) if "Invocations" in metric_names(r)]
-    assert emf_value(emf, "UnpricedInvocations") == 1
+    records = emf_records(capsys.readouterr().out)
+    [emf] = [r for r in records if "Invocations" in metric_names(r)]
     assert "TotalCost" not in metric_names(emf)
+    [by_model] = [r for r in records if "UnpricedInvocations" in metric_names(r)]
+    assert by_model["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["ModelId"]]
+    assert emf_value(by_model, "UnpricedInvocations") == 1
     [item] = ledger_items(dynamodb)
     assert item["Priced"]["BOOL"] is False
     assert item["UnpricedReason"]["S"]
