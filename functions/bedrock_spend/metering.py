@@ -98,12 +98,11 @@ def default_collaborators(settings: ProxySettings) -> Collaborators:
 # --- refusals, before Bedrock is called ----------------------------------------------------------
 
 
-def resolve_model(deps: Collaborators, model_id: str) -> ModelRef:
+def parse(model_id: str) -> ModelRef:
     try:
-        ref = parse_model_id(model_id)
+        return parse_model_id(model_id)
     except InvalidModelIdError as exc:
         raise BadRequestError(f"invalid modelId: {exc}") from exc
-    return deps.profiles.resolve(ref)
 
 
 def check_allowed(caller: Caller, ref: ModelRef) -> None:
@@ -255,7 +254,9 @@ class Relay:
 async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: RequestContext) -> Relay:
     """Refuse, forward, and return the answer to relay; domain errors before Bedrock answered."""
     started = time.monotonic()
-    ref = await anyio.to_thread.run_sync(resolve_model, deps, call.model_id)
+    ref = parse(call.model_id)
+    if ref.kind == "application-inference-profile":  # may ask Bedrock's control plane
+        ref = await anyio.to_thread.run_sync(deps.profiles.resolve, ref)
     if call.operation in UNMETERED:
         check_allowed(caller, ref)
         upstream = await _open(deps, call)
@@ -263,7 +264,8 @@ async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: Requ
     check_model(deps, caller, ref)
     release = await take_place(deps, caller)
     try:
-        await anyio.to_thread.run_sync(check_budget, deps.ledger, caller, ctx)
+        if caller.monthly_budget_usd is not None:  # a DynamoDB read; worker threads cost a hop
+            await anyio.to_thread.run_sync(check_budget, deps.ledger, caller, ctx)
 
         def record(measured: Measured) -> None:
             record_billed(deps, measured, caller=caller, ref=ref, ctx=ctx, operation=call.operation)
