@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -53,3 +56,36 @@ def test_an_allow_list_refuses_other_models_without_a_bedrock_call(stack: LocalS
     assert status == 403
     assert isinstance(body["error"], dict) and body["error"]["type"] == "ModelNotAllowed"
     assert len(emulator_billed(stack)) == before
+
+
+def test_32_concurrent_callers_overshoot_a_tiny_budget_by_at_most_four_calls(stack: LocalStack) -> None:
+    """Real concurrency through the stack, Bedrock answering after 1 s: without a bound every
+    call in flight when the budget is crossed finishes past it (measured before: +100 %)."""
+    budget = Decimal("0.00001")  # less than one call: the first round of calls crosses it
+    key = create(stack, "--username", "crowd", "--budget", str(budget))
+    before = len(emulator_billed(stack))
+    body = json.dumps({"modelId": HAIKU, "body": claude_body("crowd [[emulator latency_ms=1000]]")}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+
+    def call(_: int) -> tuple[int, dict[str, Any]]:
+        reply = http(f"{stack.url}/invoke-model", body=body, headers=headers)
+        return reply.status, reply.json()
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(call, range(32)))
+
+    served = [body for status, body in results if status == 200]
+    refused = [body for status, body in results if status != 200]
+    billed = emulator_billed(stack)[before:]
+    assert 1 <= len(served) == len(billed) <= 4  # MaxInFlightPerKey's default
+    for body in refused:
+        error = body["error"]
+        assert error["type"] == "BudgetExceeded", error
+        assert error["budgetUsd"] == str(budget) and Decimal(error["spentUsd"]) > budget
+        assert error["resetsAt"].endswith("-01T00:00:00Z")
+    code, out = cli(stack, "usage", "--principal", "crowd", "--format", "json")
+    assert code == 0, out
+    [row] = json.loads(out)
+    assert row["calls"] == len(billed)
+    spent = Decimal(str(row["cost_micro_usd"])) / 1_000_000
+    assert spent - budget <= 4 * (spent / len(billed))  # the documented bound: 4 calls' worth
