@@ -46,6 +46,8 @@ class Route:
     path: str  # the template's resource path, e.g. /model/{modelId}/invoke
     function: str  # logical id of the function it invokes
     authorized: bool = True
+    # Seconds API Gateway waits for the integration's response to start (TimeoutInMillis).
+    timeout: float = 29.0
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -251,6 +253,7 @@ def _routes(function: str, props: Mapping[str, Any], api_id: str) -> list[Route]
                 path="/" + str(event_props["Path"]).strip("/"),
                 function=function,
                 authorized=auth.get("Authorizer") != "NONE",
+                timeout=int(event_props.get("TimeoutInMillis") or 29_000) / 1000,
             )
         )
     return routes

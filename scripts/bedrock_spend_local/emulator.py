@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import copy
 import hashlib
 import json
@@ -114,6 +115,8 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 
 ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
+# Calls the emulator's tally keeps (the soak makes 10,000 by default).
+MAX_TALLY = 100_000
 
 
 def error_statuses() -> dict[str, int]:
@@ -878,7 +881,8 @@ class BedrockEmulator:
         # Serves HTTPS with this server context: SDKs send bearer keys only over HTTPS.
         self.tls = tls
         self._lock = threading.Lock()
-        self._billed: list[JsonDict] = []
+        # The latest calls only: `make run` may serve for days, and its memory must not grow with it.
+        self._billed: collections.deque[JsonDict] = collections.deque(maxlen=MAX_TALLY)
         self._cache = PromptCache()
         self._faults: list[_FaultRule] = []
         self._server: _Server | None = None
@@ -932,7 +936,7 @@ class BedrockEmulator:
 
     def billed(self) -> list[JsonDict]:
         with self._lock:
-            return copy.deepcopy(self._billed)
+            return copy.deepcopy(list(self._billed))
 
     def reset(self) -> None:
         """Forget the tally, the prompt cache and the fault rules."""

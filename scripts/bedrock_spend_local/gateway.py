@@ -253,7 +253,7 @@ class ApiGateway:
         region: str,
         api_id: str = "localapi01",
         authorizer_ttl: int | None = None,
-        integration_timeout: float = DEFAULT_INTEGRATION_TIMEOUT,
+        integration_timeout: float | None = None,
         remove_base_path: str | None = None,
         function_name: str = "bedrock-spend-local-ProxyFunction",
         function_timeout: float = 30.0,
@@ -395,6 +395,12 @@ class ApiGateway:
 
     # --- the integration: the app, called as LWA calls it --------------------------------------
 
+    def timeout_for(self, call: _Call) -> float:
+        """The route's integration timeout from the template, unless one is set for all routes."""
+        if self.integration_timeout is not None:
+            return self.integration_timeout
+        return call.route.timeout if call.route is not None else DEFAULT_INTEGRATION_TIMEOUT
+
     async def _integrate(self, call: _Call, body: bytes, scope: Scope, receive: Receive, send: Send) -> int:
         delivered = False
         started = asyncio.Event()
@@ -419,7 +425,7 @@ class ApiGateway:
         waiter = asyncio.ensure_future(started.wait())
         try:
             await asyncio.wait(
-                {task, waiter}, timeout=self.integration_timeout, return_when="FIRST_COMPLETED"
+                {task, waiter}, timeout=self.timeout_for(call), return_when="FIRST_COMPLETED"
             )
         finally:
             waiter.cancel()

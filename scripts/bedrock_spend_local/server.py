@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from bedrock_spend_local.api import ApiDefinition, FunctionSpec, TemplateError, load_api
 from bedrock_spend_local.emf import MetricsForwarder, is_emf
-from bedrock_spend_local.gateway import DEFAULT_INTEGRATION_TIMEOUT, ApiGateway, AsgiApp
+from bedrock_spend_local.gateway import ApiGateway, AsgiApp
 from bedrock_spend_local.moto_fixes import faster_moto
 from bedrock_spend_local.runtime import LambdaFunction, StdoutCapture, _environ
 from bedrock_spend_local.tables import create_tables, table_definitions
@@ -77,7 +77,7 @@ class LocalConfig:
     region: str | None = None
     log_dir: Path | None = Path(".local")
     log_format: Literal["short", "json"] = "short"
-    integration_timeout: float = DEFAULT_INTEGRATION_TIMEOUT
+    integration_timeout: float | None = None  # None: each route's TimeoutInMillis
     echo_logs: bool = True  # show the functions' output on the console
     access_log: bool = True
     # What the gateway calls; None = the proxy's app (bedrock_spend.proxy.app.create_app).
@@ -814,8 +814,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--integration-timeout",
         type=_timeout,
-        default=DEFAULT_INTEGRATION_TIMEOUT,
-        help="seconds API Gateway waits for the proxy's response to start (default 29)",
+        default=None,
+        help="seconds API Gateway waits for the proxy's response to start "
+        "(default: each route's TimeoutInMillis in template.yaml)",
     )
     args = parser.parse_args(argv)
     if args.bedrock_endpoint and args.bedrock:
