@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,13 @@ def client_env(stack: LocalStack, key: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _run(program: str, env: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+def _run(program: str, env: dict[str, str], spec: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", program, json.dumps(spec)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -311,3 +312,65 @@ def test_the_anthropic_sdk_with_a_bearer_key(stack: LocalStack, tmp_path: Path, 
     else:
         assert outcome["usage"]["output_tokens"] == int(item["OutputTokens"]["N"])
     assert len(outcome["text"].split()) == int(item["OutputTokens"]["N"])
+
+
+# A long call: boto3 with a read timeout above the call's length, each event's arrival timed.
+LONG_CLIENT = r"""
+import json, sys, time
+import boto3
+from botocore.config import Config
+
+spec = json.loads(sys.argv[1])
+config = Config(read_timeout=180, retries={"total_max_attempts": 1})
+client = boto3.client("bedrock-runtime", endpoint_url=spec["endpoint_url"], config=config)
+started = time.monotonic()
+response = getattr(client, spec["call"])(**spec["params"])
+arrivals, usage = [], response.get("usage")
+for event in response.get("stream") or []:
+    arrivals.append(time.monotonic() - started)
+    usage = event.get("metadata", {}).get("usage", usage)
+print(json.dumps({"seconds": time.monotonic() - started, "arrivals": arrivals, "usage": usage}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("call", ["converse_stream", "converse"])
+def test_calls_far_past_29_seconds_complete_and_are_metered_exactly(
+    stack: LocalStack, tmp_path: Path, call: str
+) -> None:
+    key, principal = new_key(stack)
+
+    def spec(directive: str) -> dict[str, Any]:
+        text = f"Tell a short tale. {directive}"
+        return {
+            "endpoint_url": stack.url,
+            "call": call,
+            "params": {
+                "modelId": HAIKU,
+                "messages": [{"role": "user", "content": [{"text": text}]}],
+                "inferenceConfig": {"maxTokens": 40},
+            },
+        }
+
+    env = client_env(stack, key, tmp_path)
+    if call == "converse_stream":  # about 48 s in all, whatever the number of events
+        events = len(_run(LONG_CLIENT, env, spec(""))["arrivals"])
+        directive, seconds = f"[[emulator chunk_delay_ms={48_000 // max(events - 1, 1)}]]", 45
+    else:
+        directive, seconds = "[[emulator latency_ms=60000]]", 60
+    key, principal = new_key(stack)
+    env = client_env(stack, key, tmp_path)
+    outcome = _run(LONG_CLIENT, env, spec(directive), timeout=240)
+    assert outcome["seconds"] > seconds
+    if call == "converse_stream":
+        arrivals = outcome["arrivals"]
+        assert sum(1 for t in arrivals if t < 29) >= 3  # streamed as generated, not held back
+    operation = "ConverseStream" if call == "converse_stream" else "Converse"
+    item = assert_recorded_as_billed(stack, principal, operation)
+    assert outcome["usage"]["outputTokens"] == int(item["OutputTokens"]["N"])
+    # Claude 3 Haiku: $0.25 / $1.25 per 1M input / output tokens, exactly.
+    input_tokens, output_tokens = int(item["InputTokens"]["N"]), int(item["OutputTokens"]["N"])
+    assert Decimal(item["CostMicroUsd"]["N"]) == input_tokens * Decimal("0.25") + output_tokens * Decimal(
+        "1.25"
+    )
