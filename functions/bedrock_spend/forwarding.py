@@ -30,6 +30,9 @@ from bedrock_spend.errors import (
 )
 
 SIGNING_NAME = "bedrock"
+# The bedrock-mantle endpoint (Responses, Chat Completions, Anthropic Messages) signs as its own
+# service (AWS user guide "Making inference requests"; the Anthropic SDK's Mantle client).
+MANTLE_SIGNING_NAME = "bedrock-mantle"
 # Sent so Bedrock never compresses: the proxy relays Bedrock's bytes as they are.
 IDENTITY = "identity"
 
@@ -80,9 +83,11 @@ class Forwarder:
         connect_timeout: float = 2.0,
         idle_timeout: float = 300.0,
         client: httpx.AsyncClient | None = None,
+        signing_name: str = SIGNING_NAME,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.region = region
+        self.signing_name = signing_name
         self._credentials = credentials
         self._client = client
         self._timeout = httpx.Timeout(idle_timeout, connect=connect_timeout, pool=connect_timeout)
@@ -115,7 +120,7 @@ class Forwarder:
         # Refreshable credentials (a role's) are frozen per request, so a refresh never lands
         # between reading the key and the token.
         frozen = self.credentials().get_frozen_credentials()
-        SigV4Auth(frozen, SIGNING_NAME, self.region).add_auth(request)
+        SigV4Auth(frozen, self.signing_name, self.region).add_auth(request)
         return dict(request.headers.items())
 
     async def open(self, outbound: Outbound) -> Upstream:

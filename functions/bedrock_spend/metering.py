@@ -13,6 +13,7 @@ production ones once, at the edge.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -35,10 +36,10 @@ from bedrock_spend.errors import (
     TooManyInFlightError,
     UnpricedModelError,
 )
-from bedrock_spend.forwarding import Forwarder, Upstream
+from bedrock_spend.forwarding import MANTLE_SIGNING_NAME, Forwarder, Outbound, Upstream
 from bedrock_spend.keys import model_allowed
 from bedrock_spend.ledger import Ledger
-from bedrock_spend.meters import Measured, Meter, meter_for
+from bedrock_spend.meters import HiddenUsageChunk, Measured, Meter, Requested, meter_for
 from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_id
 from bedrock_spend.native import BedrockCall
 from bedrock_spend.prices import Cost, PriceBook
@@ -71,6 +72,15 @@ class Collaborators:
     ledger: Ledger | None
     price_book: PriceBook
     profiles: ProfileResolver
+    # The bedrock-mantle endpoint (OpenAI- and Anthropic-compatible APIs); None: not served.
+    mantle: Forwarder | None = None
+
+    def forwarder(self, endpoint: str) -> Forwarder:
+        if endpoint == "mantle":
+            if self.mantle is None:
+                raise BedrockNotReachedError("this proxy has no bedrock-mantle endpoint configured")
+            return self.mantle
+        return self.bedrock
 
 
 def default_collaborators(settings: ProxySettings) -> Collaborators:
@@ -91,6 +101,13 @@ def default_collaborators(settings: ProxySettings) -> Collaborators:
         price_book=load_price_book(),
         profiles=ProfileResolver(
             static=settings.app_profile_models, client_factory=lambda: aws.client("bedrock")
+        ),
+        mantle=Forwarder(
+            settings.mantle_endpoint,
+            settings.region,
+            connect_timeout=settings.bedrock_connect_timeout,
+            idle_timeout=settings.bedrock_idle_timeout,
+            signing_name=MANTLE_SIGNING_NAME,
         ),
     )
 
@@ -215,6 +232,7 @@ class Relay:
         meter: Meter | None = None,
         record: Any = None,
         release: Callable[[], None] | None = None,
+        hide_usage: HiddenUsageChunk | None = None,
     ) -> None:
         self.status = upstream.status
         self.headers = {
@@ -227,6 +245,7 @@ class Relay:
         self._meter = meter
         self._record = record
         self._release = release
+        self._hide_usage = hide_usage
         self._ended = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -234,7 +253,12 @@ class Relay:
         async for data in self._upstream.chunks():
             if self._meter is not None:
                 self._meter.feed(data)
-            yield data
+            if self._hide_usage is not None:
+                data = self._hide_usage(data)
+            if data:
+                yield data
+        if self._hide_usage is not None and self._hide_usage.rest():
+            yield self._hide_usage.rest()
 
     async def end(self, error: str | None = None) -> None:
         if self._ended:
@@ -284,18 +308,52 @@ async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: Requ
     if upstream.status >= 300:  # Bedrock does not bill a refused call
         return Relay(upstream, deadline=deadline, release=release)
     meter = meter_for(call.operation, ref, upstream.headers, call.requested)
-    return Relay(upstream, deadline=deadline, meter=meter, record=record, release=release)
+    streamed_sse = "text/event-stream" in upstream.headers.get("content-type", "")
+    hide_usage = HiddenUsageChunk() if call.hide_stream_usage and streamed_sse else None
+    return Relay(
+        upstream, deadline=deadline, meter=meter, record=record, release=release, hide_usage=hide_usage
+    )
 
 
 async def _open(deps: Collaborators, call: BedrockCall) -> Upstream:
     try:
-        upstream = await deps.bedrock.open(call.outbound)
+        upstream = await deps.forwarder(call.endpoint).open(call.outbound)
     except (BedrockNotReachedError, BedrockConnectionLostError, BedrockTimeoutError) as exc:
         metrics.emit_bedrock_error(exc.type)
         raise
     if upstream.status >= 300:
         metrics.emit_bedrock_error(_error_type(upstream))
     return upstream
+
+
+async def list_models(
+    deps: Collaborators, endpoint: str, path: str, caller: Caller
+) -> tuple[int, dict[str, str], bytes]:
+    """A model listing Bedrock serves, narrowed to the models the caller's key may call."""
+    upstream = await _open(deps, BedrockCall("ListModels", "", Outbound("GET", path), Requested(), endpoint))
+    try:
+        body = b"".join([chunk async for chunk in upstream.chunks()])
+    finally:
+        await upstream.close()
+    headers = {k: v for k, v in upstream.headers.items() if k in RELAYED_HEADERS}
+    listing = _json_object(body) if upstream.status == 200 else {}
+    models = listing.get("data")
+    if caller.allowed_models and isinstance(models, list):
+        listing["data"] = [
+            m
+            for m in models
+            if isinstance(m, dict) and model_allowed(caller.allowed_models, str(m.get("id")))
+        ]
+        body = json.dumps(listing, separators=(",", ":")).encode()
+    return upstream.status, headers, body
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _error_type(upstream: Upstream) -> str:

@@ -23,7 +23,14 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from bedrock_spend.model_ids import ModelRef
-from bedrock_spend.usage import StreamUsage, Usage, usage_from_converse, usage_from_invoke
+from bedrock_spend.usage import (
+    CompatStreamUsage,
+    StreamUsage,
+    Usage,
+    usage_from_compat,
+    usage_from_converse,
+    usage_from_invoke,
+)
 
 logger = Logger(child=True)
 
@@ -59,8 +66,17 @@ class Meter(Protocol):
     def finish(self, error: str | None = None) -> Measured: ...
 
 
+# Operations of the OpenAI- and Anthropic-compatible APIs -> the API whose usage they carry.
+COMPAT_OPERATIONS = {"ChatCompletions": "chat", "Responses": "responses", "Messages": "messages"}
+
+
 def meter_for(operation: str, ref: ModelRef, headers: Mapping[str, str], requested: Requested) -> Meter:
     """The meter for ``operation``'s answer; ``headers`` are Bedrock's, lower-case."""
+    if operation in COMPAT_OPERATIONS:
+        api = COMPAT_OPERATIONS[operation]
+        if "text/event-stream" in headers.get("content-type", ""):
+            return SseMeter(api)
+        return CompatJsonMeter(api)
     if operation == "Converse":
         return ConverseMeter(requested)
     if operation == "InvokeModelWithResponseStream":
@@ -198,6 +214,104 @@ class EventStreamMeter:
         if event == "metadata":
             self._service_tier = _member(obj, "serviceTier", "type") or self._service_tier
             self._latency = _member(obj, "performanceConfig", "latency") or self._latency
+
+
+class CompatJsonMeter:
+    """A non-streamed Chat Completions, Responses or Messages answer: its ``usage``."""
+
+    def __init__(self, api: str) -> None:
+        self._api = api
+        self._body = _Body()
+
+    def feed(self, data: bytes) -> None:
+        self._body.feed(data)
+
+    def finish(self, error: str | None = None) -> Measured:
+        answer = _json_object(self._body.bytes()) if self._body.complete and error is None else {}
+        return Measured(usage_from_compat(self._api, answer), stream_error=error)
+
+
+class SseEvents:
+    """Server-sent events, split as bytes arrive: (event name, data) of each complete one."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[tuple[bytes, str | None, str]]:
+        """Each event completed by ``data``: (its raw bytes, its ``event:`` name, its data)."""
+        self._pending += data
+        events: list[tuple[bytes, str | None, str]] = []
+        while True:
+            end, size = _event_end(self._pending)
+            if end < 0:
+                return events
+            raw, self._pending = self._pending[: end + size], self._pending[end + size :]
+            name, lines = None, []
+            for line in raw.decode("utf-8", "replace").splitlines():
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    name = value
+                elif field == "data":
+                    lines.append(value)
+            events.append((raw, name, "\n".join(lines)))
+
+    @property
+    def pending(self) -> bytes:
+        return self._pending
+
+
+def _event_end(data: bytes) -> tuple[int, int]:
+    ends = [(data.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n") if data.find(sep) >= 0]
+    return min(ends) if ends else (-1, 0)
+
+
+class SseMeter:
+    """A streamed Chat Completions, Responses or Messages answer, event by event."""
+
+    def __init__(self, api: str) -> None:
+        self._events = SseEvents()
+        self._usage = CompatStreamUsage(api)
+        self._error: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        for _, name, text in self._events.feed(data):
+            if text == "[DONE]" or not text:
+                continue
+            event = _json_object(text.encode())
+            if name == "error" or event.get("type") in ("error", "response.failed") or "error" in event:
+                error = event.get("error")
+                kind = error.get("type") or error.get("code") if isinstance(error, Mapping) else None
+                self._error = self._error or str(kind or "StreamError")
+            self._usage.feed(event)
+
+    def finish(self, error: str | None = None) -> Measured:
+        return Measured(self._usage.usage(), stream_error=self._error or error)
+
+
+class HiddenUsageChunk:
+    """Drops the Chat Completions usage chunk a caller did not ask for, relaying all else.
+
+    The proxy asks Bedrock for ``stream_options.include_usage`` so a stream is metered exactly;
+    a caller that did not ask must not get the extra chunk (``choices`` empty, ``usage`` set).
+    Complete events pass as they arrive; a partial one waits for its end.
+    """
+
+    def __init__(self) -> None:
+        self._events = SseEvents()
+
+    def __call__(self, data: bytes) -> bytes:
+        kept = []
+        for raw, _, text in self._events.feed(data):
+            event = _json_object(text.encode()) if text and text != "[DONE]" else {}
+            if event.get("choices") == [] and isinstance(event.get("usage"), Mapping):
+                continue
+            kept.append(raw)
+        return b"".join(kept)
+
+    def rest(self) -> bytes:
+        """Bytes of an event that never ended, passed on as they came."""
+        return self._events.pending
 
 
 def _b64(value: object) -> bytes:

@@ -49,6 +49,10 @@ class BedrockCall:
     model_id: str
     outbound: Outbound
     requested: Requested
+    # Which Bedrock endpoint serves it: bedrock-runtime, or bedrock-mantle (compat.py).
+    endpoint: str = "runtime"
+    # A streamed Chat Completion whose usage chunk the proxy asked for, not the caller.
+    hide_stream_usage: bool = False
 
 
 def parse_path(raw_path: str) -> tuple[str, str]:

@@ -59,6 +59,8 @@ class ProxySettings:
     usage_table: str | None
     # Bedrock Runtime's base URL; AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides it (local stack).
     bedrock_endpoint: str = ""
+    # bedrock-mantle's base URL (AWS_ENDPOINT_URL_BEDROCK_MANTLE overrides it).
+    mantle_endpoint: str = ""
     unpriced_policy: Literal["allow", "deny"] = "allow"
     bedrock_connect_timeout: float = 2.0
     # Longest silence from Bedrock before a call is given up: API Gateway's own idle limit.
@@ -121,6 +123,9 @@ def proxy_settings() -> ProxySettings:
             os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
             or os.environ.get("AWS_ENDPOINT_URL")
             or f"https://bedrock-runtime.{region}.amazonaws.com"
+        ).rstrip("/"),
+        mantle_endpoint=(
+            os.environ.get("AWS_ENDPOINT_URL_BEDROCK_MANTLE") or f"https://bedrock-mantle.{region}.api.aws"
         ).rstrip("/"),
         bedrock_connect_timeout=_float("BEDROCK_CONNECT_TIMEOUT_SECONDS", 2.0),
         bedrock_idle_timeout=_float("BEDROCK_IDLE_TIMEOUT_SECONDS", API_GATEWAY_IDLE_SECONDS),

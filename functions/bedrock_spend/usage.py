@@ -179,6 +179,58 @@ class StreamUsage:
         return parts.to_usage("stream" if parts.known() else "none")
 
 
+# --- the OpenAI- and Anthropic-compatible APIs Bedrock serves ------------------------------------
+
+# API name -> reader of the object that carries ``usage`` (a whole answer or a stream event's).
+COMPAT_APIS = ("chat", "responses", "messages")
+
+
+def usage_from_compat(api: str, answer: Mapping[str, Any]) -> Usage:
+    """Usage of a non-streamed Chat Completions, Responses or Messages answer."""
+    parts = _COMPAT_READERS[api](answer)
+    return parts.to_usage(api if parts.known() else "none")
+
+
+class CompatStreamUsage:
+    """Usage from a server-sent-event stream of those APIs, event by event.
+
+    Chat Completions reports usage in its last chunk (when asked: the proxy asks); Responses
+    in ``response.completed`` (or ``incomplete`` / ``failed``); Messages reports input in
+    ``message_start`` and cumulative output in each ``message_delta``: counts never added.
+    """
+
+    def __init__(self, api: str) -> None:
+        self._api = api
+        self._parts = _Parts()
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if self._api == "chat":
+            if isinstance(event.get("usage"), Mapping):
+                self._parts.raise_to(_read_openai_style(event))
+        elif self._api == "responses":
+            if kind in ("response.completed", "response.incomplete", "response.failed"):
+                self._parts.raise_to(_read_responses(event.get("response")))
+        elif kind == "message_start":
+            self._parts.raise_to(_read_anthropic(event.get("message")))
+        elif kind == "message_delta":
+            self._parts.raise_to(_read_anthropic(event))
+
+    def usage(self) -> Usage:
+        return self._parts.to_usage("stream" if self._parts.known() else "none")
+
+
+def _read_responses(obj: object) -> _Parts:
+    u = _get(obj, "usage")
+    total_input = _count(_get(u, "input_tokens"))
+    cached = _count(_get(_get(u, "input_tokens_details"), "cached_tokens"))
+    if total_input is not None and cached is not None:
+        # Like Chat Completions, input_tokens includes the cached part.
+        cached = min(cached, total_input)
+        total_input -= cached
+    return _Parts(input=total_input, output=_count(_get(u, "output_tokens")), cache_read=cached)
+
+
 # --- readers: each takes decoded JSON of unknown shape and returns what it could read ---
 
 
@@ -405,3 +457,10 @@ def _first_count(obj: object, *keys: str) -> int | None:
         if n is not None:
             return n
     return None
+
+
+_COMPAT_READERS: dict[str, Callable[[object], _Parts]] = {
+    "chat": _read_openai_style,
+    "responses": _read_responses,
+    "messages": _read_anthropic,
+}

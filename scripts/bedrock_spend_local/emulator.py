@@ -72,6 +72,43 @@ ends in an injected error still bills all its input (cache read and write includ
 words carried by the events sent before the error. Calls rejected before the model runs (injected
 or validation errors) and CountTokens are not billed. ``reset()`` / ``POST /_emulator/reset`` clears
 the tally, the prompt cache and the fault rules.
+
+OpenAI- and Anthropic-compatible APIs (the same server; auth recorded, never checked):
+
+* ``POST /openai/v1/chat/completions`` and ``/v1/chat/completions`` (bedrock-runtime and
+  bedrock-mantle): a ``chat.completion`` whose ``usage`` has ``prompt_tokens`` (cached part
+  included), ``completion_tokens``, ``total_tokens``, ``prompt_tokens_details.cached_tokens`` and
+  ``completion_tokens_details.reasoning_tokens``; ``finish_reason`` ``stop`` or ``length``. With
+  ``"stream": true``: SSE ``data: {chat.completion.chunk}`` lines, a usage chunk (``choices: []``)
+  only when ``stream_options.include_usage`` (earlier chunks then carry ``"usage": null``), then
+  ``data: [DONE]``.
+* ``POST /openai/v1/responses`` and ``/v1/responses``: a ``response`` (``input`` string or item
+  list, plus ``instructions``, counted like messages and ``system``); ``status`` ``completed``, or
+  ``incomplete`` with ``incomplete_details.reason = max_output_tokens`` when capped by
+  ``max_output_tokens``. Streamed: ``event: <type>`` SSE with ``sequence_number``:
+  ``response.created``, ``response.in_progress``, ``response.output_item.added``,
+  ``response.content_part.added``, ``response.output_text.delta`` (several), ``...text.done``,
+  ``...content_part.done``, ``...output_item.done``, ``response.completed`` (or
+  ``response.incomplete``) whose ``response.usage`` has the counts.
+* ``GET /openai/v1/models`` and ``/v1/models`` (and ``.../models/{id}``): ``LISTED_MODELS``.
+* ``POST /anthropic/v1/messages``: an Anthropic ``message`` (``max_tokens`` required), prompt
+  caching with ``cache_control`` as for Claude on InvokeModel; streamed like
+  InvokeModelWithResponseStream's Claude events plus a ``ping``, as ``event: <type>`` SSE.
+  ``POST /anthropic/v1/messages/count_tokens``: ``{"input_tokens": N}``, not billed.
+
+Token counts are those of the module's rules (the Chat Completions / Responses APIs never cache:
+``cached_tokens`` is 0). The directives work as above, except ``no_usage_headers`` (ignored); the
+fault-rule ``operation`` names are ``ChatCompletions``, ``Responses``, ``Messages`` and
+``CountTokens`` (also Anthropic's count_tokens). Errors are non-2xx with the API's shape: OpenAI
+``{"error": {"message", "type", "code": <Bedrock error name>, "param": null}}`` (``type`` from the
+status: ``rate_limit_error``, ``server_error``...), Anthropic ``{"type": "error", "error":
+{"type", "message"}, "request_id"}`` (``overloaded_error`` for 503/529...), with the injected
+status. Stream errors after ``after`` events: Chat Completions ``data: {"error": {...}}`` and no
+``[DONE]``; Responses ``event: error`` then ``event: response.failed``; Messages ``event: error``.
+``chunk_delay_ms`` spaces the SSE events. Tally records have ``operation`` ``ChatCompletions`` /
+``Responses`` / ``Messages``, ``model_id`` = the body's ``model``, ``request_metadata`` = the body's
+``metadata``, else its ``user``, and ``authorization_scheme`` also ``x-api-key`` (that header and
+no ``Authorization``).
 """
 
 from __future__ import annotations
@@ -152,6 +189,26 @@ OPERATIONS: Mapping[str, str] = {
     "converse-stream": "ConverseStream",
     "count-tokens": "CountTokens",
 }
+# The OpenAI-compatible (bedrock-runtime ``/openai/v1``, bedrock-mantle ``/v1``) and
+# Anthropic-compatible (bedrock-mantle ``/anthropic/v1``) APIs: path -> (api, operation).
+COMPAT_ROUTES: Mapping[str, tuple[str, str]] = {
+    "/openai/v1/chat/completions": ("openai", "ChatCompletions"),
+    "/v1/chat/completions": ("openai", "ChatCompletions"),
+    "/openai/v1/responses": ("openai", "Responses"),
+    "/v1/responses": ("openai", "Responses"),
+    "/anthropic/v1/messages": ("anthropic", "Messages"),
+    "/anthropic/v1/messages/count_tokens": ("anthropic", "CountTokens"),
+}
+COMPAT_OPERATIONS = ("ChatCompletions", "Responses", "Messages")
+COMPAT_PREFIXES = ("/openai/", "/v1/", "/anthropic/")
+MODELS_ROUTES = ("/openai/v1/models", "/v1/models")
+LISTED_MODELS = (
+    "openai.gpt-oss-120b-1:0",
+    "openai.gpt-oss-20b-1:0",
+    "qwen.qwen3-32b-v1:0",
+    "anthropic.claude-3-haiku-20240307-v1:0",
+)
+LISTED_MODELS_CREATED = 1_754_006_400  # a fixed date, so listings are deterministic
 GEO_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "global.")
 
 MESSAGE_OVERHEAD_TOKENS = 3
@@ -177,6 +234,7 @@ _MAX_TOKEN_KEYS = (
     "maxTokenCount",
     "max_completion_tokens",
     "max_tokens_to_sample",
+    "max_output_tokens",  # OpenAI Responses
 )
 _REPLY_WORDS = ("emulated", "bedrock", "answer", "with", "deterministic", "tokens", "for", "metering")
 _FAMILY_PREFIXES: Sequence[tuple[str, str]] = (
@@ -848,6 +906,304 @@ def _stream_error_frame(operation: str, name: str, message: str | None) -> bytes
     return exception_event(upper, text)
 
 
+# --- OpenAI- and Anthropic-compatible APIs -----------------------------------------------------
+
+
+_OPENAI_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_ANTHROPIC_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def compat_error_type(api: str, status: int) -> str:
+    """The error ``type`` an OpenAI- or Anthropic-shaped error body carries for ``status``."""
+    table = _ANTHROPIC_ERROR_TYPES if api == "anthropic" else _OPENAI_ERROR_TYPES
+    if status in table:
+        return table[status]
+    if status >= 500:
+        return "api_error" if api == "anthropic" else "server_error"
+    return "invalid_request_error"
+
+
+def compat_error_body(api: str, name: str, message: str, status: int) -> JsonDict:
+    """``{"error": {message, type, code, param}}`` (OpenAI; ``code`` is the Bedrock error name)
+    or ``{"type": "error", "error": {type, message}}`` (Anthropic)."""
+    kind = compat_error_type(api, status)
+    if api == "anthropic":
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"error": {"message": message, "type": kind, "code": name, "param": None}}
+
+
+def _compat_headers(api: str, request_id: str, content_type: str) -> list[tuple[str, str]]:
+    headers = [("Content-Type", content_type), ("x-amzn-requestid", request_id)]
+    headers.append(("request-id" if api == "anthropic" else "x-request-id", request_id))
+    return headers
+
+
+def compat_error_reply(api: str, error: BedrockApiError, request_id: str) -> Reply:
+    body = compat_error_body(api, error.name, error.message, error.status)
+    if api == "anthropic":
+        body["request_id"] = request_id
+    headers = _compat_headers(api, request_id, "application/json")
+    headers.append(("x-amzn-errortype", f"{error.name}:{ERROR_NAMESPACE}"))
+    return Reply(error.status, headers, json.dumps(body).encode())
+
+
+def _compat_json_reply(api: str, body: Any, request_id: str) -> Reply:
+    return Reply(200, _compat_headers(api, request_id, "application/json"), json.dumps(body).encode())
+
+
+def sse_frame(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event: optional ``event:`` line, one ``data:`` line, blank line."""
+    payload = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + payload + b"\n\n"
+
+
+def compat_prompt(operation: str, request: Mapping[str, Any]) -> JsonDict:
+    """The request in the messages form the token counter reads.
+
+    Chat Completions and Anthropic Messages already are; a Responses request's ``input`` (a
+    string or a list of items) becomes ``messages`` and its ``instructions`` the ``system``.
+    """
+    if operation != "Responses":
+        return dict(request)
+    prompt = {key: value for key, value in request.items() if key not in ("input", "instructions")}
+    items = request.get("input")
+    messages: list[Any] = []
+    for item in [items] if isinstance(items, str) else items if isinstance(items, list) else []:
+        if isinstance(item, str):
+            messages.append({"role": "user", "content": item})
+        elif isinstance(item, dict) and item.get("type") == "function_call_output":
+            messages.append({"role": "tool", "content": item.get("output")})
+        else:
+            messages.append(item)
+    prompt["messages"] = messages
+    if isinstance(request.get("instructions"), str):
+        prompt["system"] = request["instructions"]
+    return prompt
+
+
+def _validate_compat(operation: str, request: Mapping[str, Any]) -> None:
+    if operation == "Responses":
+        if not isinstance(request.get("input"), str | list):
+            raise _validation("input is required (a string or a list of input items)")
+        return
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _validation("messages is required and must be a non-empty list")
+    if not all(isinstance(message, dict) for message in messages):
+        raise _validation("each message must be an object")
+    if operation == "Messages":
+        max_tokens = request.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise _validation("max_tokens: Field required (a positive integer)")
+
+
+def models_listing() -> JsonDict:
+    return {"object": "list", "data": [_model_object(model) for model in LISTED_MODELS]}
+
+
+def _model_object(model_id: str) -> JsonDict:
+    owner = model_id.split(".", 1)[0]
+    return {"id": model_id, "object": "model", "created": LISTED_MODELS_CREATED, "owned_by": owner}
+
+
+def chat_usage(usage: Usage) -> JsonDict:
+    """Chat Completions usage: ``prompt_tokens`` includes the cached part, like OpenAI's."""
+    return {
+        "prompt_tokens": usage.total_input,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_input + usage.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def chat_body(model_id: str, usage: Usage, text: str) -> JsonDict:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_id,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": _stop("generic", usage),
+            }
+        ],
+        "usage": chat_usage(usage),
+    }
+
+
+def chat_stream_chunks(
+    model_id: str, usage: Usage, text: str, include_usage: bool
+) -> list[tuple[JsonDict, int]]:
+    """``chat.completion.chunk`` objects with the output words each carries; the usage chunk
+    (``choices: []``) only when the request asked with ``stream_options.include_usage``."""
+    base: JsonDict = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model_id,
+    }
+
+    def chunk(delta: JsonDict, finish: str | None) -> JsonDict:
+        body = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if include_usage:
+            body["usage"] = None
+        return body
+
+    chunks = [(chunk({"role": "assistant", "content": ""}, None), 0)]
+    chunks.extend((chunk({"content": piece}, None), words) for piece, words in _pieces(text))
+    chunks.append((chunk({}, _stop("generic", usage)), 0))
+    if include_usage:
+        chunks.append(({**base, "choices": [], "usage": chat_usage(usage)}, 0))
+    return chunks
+
+
+def responses_usage(usage: Usage) -> JsonDict:
+    return {
+        "input_tokens": usage.total_input,
+        "input_tokens_details": {"cached_tokens": usage.cache_read, "cache_write_tokens": usage.cache_write},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_input + usage.output_tokens,
+    }
+
+
+@dataclass
+class _ResponsesReply:
+    """One Responses API answer: the ids and the full objects its stream events carry."""
+
+    model_id: str
+    request: Mapping[str, Any]
+    usage: Usage
+    text: str
+    response_id: str = field(default_factory=lambda: f"resp_{uuid.uuid4().hex}")
+    item_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def status(self) -> str:
+        return "incomplete" if self.usage.truncated else "completed"
+
+    def part(self, text: str) -> JsonDict:
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+    def item(self, status: str, content: list[JsonDict]) -> JsonDict:
+        return {
+            "type": "message",
+            "id": self.item_id,
+            "role": "assistant",
+            "status": status,
+            "content": content,
+        }
+
+    def response(
+        self, status: str, output: list[JsonDict], usage: JsonDict | None, error: JsonDict | None = None
+    ) -> JsonDict:
+        request = self.request
+        incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "completed_at": int(time.time()) if status == "completed" else None,
+            "error": error,
+            "incomplete_details": incomplete,
+            "instructions": request.get("instructions"),
+            "max_output_tokens": request.get("max_output_tokens"),
+            "metadata": request.get("metadata") or {},
+            "model": self.model_id,
+            "output": output,
+            "parallel_tool_calls": request.get("parallel_tool_calls", True),
+            "previous_response_id": request.get("previous_response_id"),
+            "temperature": request.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": request.get("tool_choice", "auto"),
+            "tools": request.get("tools", []),
+            "top_p": request.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": usage,
+            "user": request.get("user"),
+        }
+
+    def body(self) -> JsonDict:
+        output = [self.item(self.status, [self.part(self.text)])]
+        return self.response(self.status, output, responses_usage(self.usage))
+
+    def events(self) -> list[tuple[JsonDict, int]]:
+        """Stream events (``sequence_number`` = position) with the output words each carries."""
+        started = self.response("in_progress", [], None)
+        where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+        events: list[tuple[JsonDict, int]] = [
+            ({"type": "response.created", "response": started}, 0),
+            ({"type": "response.in_progress", "response": started}, 0),
+            (
+                {
+                    "type": "response.output_item.added",
+                    "output_index": 0,
+                    "item": self.item("in_progress", []),
+                },
+                0,
+            ),
+            ({"type": "response.content_part.added", **where, "part": self.part("")}, 0),
+        ]
+        for piece, words in _pieces(self.text):
+            events.append(
+                ({"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}, words)
+            )
+        events.append(({"type": "response.output_text.done", **where, "text": self.text, "logprobs": []}, 0))
+        events.append(({"type": "response.content_part.done", **where, "part": self.part(self.text)}, 0))
+        item = self.item(self.status, [self.part(self.text)])
+        events.append(({"type": "response.output_item.done", "output_index": 0, "item": item}, 0))
+        final = self.response(self.status, [item], responses_usage(self.usage))
+        events.append(({"type": f"response.{self.status}", "response": final}, 0))
+        for number, (event, _) in enumerate(events):
+            event["sequence_number"] = number
+        return events
+
+    def error_events(self, code: str, message: str, sequence_number: int) -> list[JsonDict]:
+        """A mid-stream failure: ``error``, then ``response.failed`` (no usage)."""
+        error = {"type": "error", "code": code, "message": message, "param": None}
+        failed = self.response("failed", [], None, {"code": code, "message": message})
+        return [
+            {**error, "sequence_number": sequence_number},
+            {"type": "response.failed", "response": failed, "sequence_number": sequence_number + 1},
+        ]
+
+
+def messages_stream_chunks(
+    model_id: str, request: Mapping[str, Any], usage: Usage, text: str
+) -> list[tuple[JsonDict, int]]:
+    """Anthropic Messages stream events (as InvokeModelWithResponseStream's, plus a ``ping``)."""
+    chunks = invoke_stream_chunks("anthropic", model_id, request, usage, text)
+    chunks[0][0]["message"]["model"] = model_id
+    chunks.insert(2, ({"type": "ping"}, 0))
+    return chunks
+
+
 # --- the emulator ------------------------------------------------------------------------------
 
 
@@ -959,7 +1315,7 @@ class BedrockEmulator:
         parse_options(raw)
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise _validation("times must be a positive integer")
-        if operation is not None and operation not in OPERATIONS.values():
+        if operation is not None and operation not in (*OPERATIONS.values(), *COMPAT_OPERATIONS):
             raise _validation(f"unknown operation {operation!r}")
         if model is not None and not isinstance(model, str):
             raise _validation("model must be a string")
@@ -989,9 +1345,15 @@ class BedrockEmulator:
     def _record(self, call: _Call, usage: Usage, output_tokens: int, images: int, error: str | None) -> None:
         if call.operation in ("Converse", "ConverseStream"):
             metadata: Any = call.request.get("requestMetadata")
+        elif call.operation in COMPAT_OPERATIONS:
+            metadata = call.request.get("metadata")
+            if metadata is None:
+                metadata = call.request.get("user")
         else:
             metadata = call.headers.get("x-amzn-bedrock-request-metadata")
         authorization = call.headers.get("authorization", "").split()
+        if not authorization and call.operation in COMPAT_OPERATIONS and "x-api-key" in call.headers:
+            authorization = ["x-api-key"]  # Anthropic's own key header
         record = {
             "request_id": call.request_id,
             "operation": call.operation,
@@ -1087,7 +1449,7 @@ class BedrockEmulator:
             return self._converse(call, usage, text)
         return self._stream(call, family, usage, text)
 
-    def _usage(self, model_id: str, family: str, request: Mapping[str, Any]) -> Usage:
+    def _usage(self, model_id: str, family: str, request: Mapping[str, Any], caching: bool = True) -> Usage:
         units = prompt_units(request)
         total = sum(unit.tokens for unit in units)
         if family in _IMAGE_FAMILIES:
@@ -1095,7 +1457,7 @@ class BedrockEmulator:
         if family in _EMBEDDING_FAMILIES:
             return Usage(total, total, 0)
         output, truncated = output_tokens_for(total, max_tokens_of(request))
-        caching = any(unit.cache_ttl for unit in units)
+        caching = caching and any(unit.cache_ttl for unit in units)
         if not caching:
             return Usage(total, total, output, truncated=truncated)
         with self._lock:
@@ -1174,6 +1536,139 @@ class BedrockEmulator:
         ]
         if call.operation == "InvokeModelWithResponseStream":
             headers.append(("X-Amzn-Bedrock-Content-Type", "application/json"))
+        return Reply(
+            200, headers, frames=frames, frame_delay_ms=options.chunk_delay_ms, disconnect=options.disconnect
+        )
+
+    # OpenAI- and Anthropic-compatible APIs
+
+    def handle_compat_call(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, request_id: str
+    ) -> Reply:
+        api = "anthropic" if path.startswith("/anthropic/") else "openai"
+        started = time.monotonic()
+        try:
+            return self._compat_call(api, method, path.rstrip("/"), headers, body, request_id, started)
+        except BedrockApiError as error:
+            return compat_error_reply(api, error, request_id)
+
+    def _compat_call(
+        self,
+        api: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        request_id: str,
+        started: float,
+    ) -> Reply:
+        if method == "GET" and path in MODELS_ROUTES:
+            return _compat_json_reply(api, models_listing(), request_id)
+        listed = next(
+            (path[len(route) + 1 :] for route in MODELS_ROUTES if path.startswith(route + "/")), None
+        )
+        if method == "GET" and listed is not None:
+            model = unquote(listed)
+            if model not in LISTED_MODELS:
+                raise BedrockApiError("ResourceNotFoundException", f"The model {model} does not exist", 404)
+            return _compat_json_reply(api, _model_object(model), request_id)
+        route = COMPAT_ROUTES.get(path)
+        if route is None or method != "POST":
+            raise unknown_route(method, path)
+        operation = route[1]
+        request = _json_object(body)
+        model_id = request.get("model")
+        if not isinstance(model_id, str) or not model_id:
+            raise _validation("model: Field required (a model id string)")
+        prompt = compat_prompt(operation, request)
+        raw_options = directives_in(request_texts(prompt))
+        raw_options.update(self._take_fault(model_id, operation))
+        call = _Call(operation, model_id, request, request_id, started, headers, parse_options(raw_options))
+        delay_ms = self.default_latency_ms + call.options.latency_ms
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        if call.options.error:
+            raise _injected_error(call.options, model_id)
+        streaming = request.get("stream") is True and operation != "CountTokens"
+        if call.options.disconnect and not streaming:
+            return Reply(0, [], disconnect=True)
+        _validate_compat(operation, request)
+        family = model_family(model_id)
+        if family in _EMBEDDING_FAMILIES | _IMAGE_FAMILIES:
+            raise _validation(f"The model {model_id} does not support {operation}")
+        if operation == "CountTokens":
+            return _compat_json_reply(api, {"input_tokens": count_input_tokens(prompt)}, request_id)
+        usage = self._usage(model_id, family, prompt, caching=operation == "Messages")
+        text = reply_text(usage.output_tokens, usage.total_input)
+        if operation == "ChatCompletions":
+            if streaming:
+                options = request.get("stream_options")
+                include_usage = isinstance(options, dict) and options.get("include_usage") is True
+                chunks = chat_stream_chunks(model_id, usage, text, include_usage)
+                events = [(sse_frame(chunk), words) for chunk, words in chunks]
+                return self._compat_stream(api, call, usage, events, [sse_frame(b"[DONE]")])
+            payload: JsonDict = chat_body(model_id, usage, text)
+        elif operation == "Responses":
+            answer = _ResponsesReply(model_id, request, usage, text)
+            if streaming:
+                events = [(sse_frame(event, event["type"]), words) for event, words in answer.events()]
+                return self._compat_stream(api, call, usage, events, [], answer)
+            payload = answer.body()
+        else:
+            if streaming:
+                chunks = messages_stream_chunks(model_id, request, usage, text)
+                events = [(sse_frame(chunk, chunk["type"]), words) for chunk, words in chunks]
+                return self._compat_stream(api, call, usage, events, [])
+            payload = invoke_body("anthropic", model_id, request, usage, text)
+            payload["model"] = model_id
+        self._record(call, usage, usage.output_tokens, 0, None)
+        reply = _compat_json_reply(api, payload, request_id)
+        if call.options.malformed:
+            reply.body = MALFORMED_BODY
+        return reply
+
+    def _compat_stream(
+        self,
+        api: str,
+        call: _Call,
+        usage: Usage,
+        events: list[tuple[bytes, int]],
+        tail: list[bytes],
+        responses: _ResponsesReply | None = None,
+    ) -> Reply:
+        """An SSE reply, one HTTP chunk per event; ``tail`` (``[DONE]``) only if nothing failed."""
+        options = call.options
+        frames = [frame for frame, _ in events]
+        words = [count for _, count in events]
+        if options.malformed:
+            event = {"ChatCompletions": None, "Responses": "response.output_text.delta"}.get(
+                call.operation, "content_block_delta"
+            )
+            frames, words, tail = [sse_frame(MALFORMED_BODY, event)], [0], []
+        error: str | None = None
+        output_tokens = usage.output_tokens
+        if options.stream_error:
+            cut = min(options.after, len(frames))
+            name = options.stream_error
+            message = options.message or f"Emulated {name[:1].upper() + name[1:]}"
+            status = ERROR_STATUS.get(name[:1].upper() + name[1:], 500)
+            if responses is not None:
+                failure = [sse_frame(e, e["type"]) for e in responses.error_events(name, message, cut)]
+            elif api == "anthropic":
+                failure = [sse_frame(compat_error_body(api, name, message, status), "error")]
+            else:
+                failure = [sse_frame(compat_error_body(api, name, message, status))]
+            frames = [*frames[:cut], *failure]
+            output_tokens = sum(words[:cut])
+            error = name
+        elif options.disconnect:
+            cut = min(options.after, len(frames))
+            frames, output_tokens, error = frames[:cut], sum(words[:cut]), "disconnect"
+        else:
+            frames.extend(tail)
+        self._record(call, usage, output_tokens, 0, error)
+        headers = _compat_headers(api, call.request_id, "text/event-stream; charset=utf-8")
+        headers.append(("Cache-Control", "no-cache"))
         return Reply(
             200, headers, frames=frames, frame_delay_ms=options.chunk_delay_ms, disconnect=options.disconnect
         )
@@ -1265,6 +1760,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self._emulator.handle_model_call(
                 match.group("action"), match.group("model"), headers, body, request_id
             )
+        elif path.startswith(COMPAT_PREFIXES):
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            reply = self._emulator.handle_compat_call(method, path, headers, body, request_id)
         else:
             reply = error_reply(unknown_route(method, path), request_id)
         self._send(reply)

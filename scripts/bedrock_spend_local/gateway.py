@@ -424,9 +424,7 @@ class ApiGateway:
         task = asyncio.ensure_future(self.app(self.app_scope(call, body, scope), app_receive, app_send))
         waiter = asyncio.ensure_future(started.wait())
         try:
-            await asyncio.wait(
-                {task, waiter}, timeout=self.timeout_for(call), return_when="FIRST_COMPLETED"
-            )
+            await asyncio.wait({task, waiter}, timeout=self.timeout_for(call), return_when="FIRST_COMPLETED")
         finally:
             waiter.cancel()
         if not started.is_set():

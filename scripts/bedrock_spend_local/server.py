@@ -74,6 +74,8 @@ class LocalConfig:
     authorizer_ttl: int | None = None  # None = the template's AuthorizerCacheTtl default
     bedrock: BedrockMode = "emulator"
     bedrock_endpoint: str | None = None
+    # bedrock-mantle (OpenAI- and Anthropic-compatible APIs); None: the Bedrock endpoint above.
+    mantle_endpoint: str | None = None
     region: str | None = None
     log_dir: Path | None = Path(".local")
     log_format: Literal["short", "json"] = "short"
@@ -370,6 +372,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL_CLOUDWATCH": self.moto_url,
             # Real Bedrock means no endpoint override at all, not even an inherited one.
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.bedrock_endpoint,
+            # The emulator serves bedrock-mantle's paths too; real Mantle has its own host.
+            "AWS_ENDPOINT_URL_BEDROCK_MANTLE": self.config.mantle_endpoint or self.bedrock_endpoint,
             # The control plane (inference profiles) is moto's with the emulator, real otherwise.
             "AWS_ENDPOINT_URL_BEDROCK": self.moto_url if self.config.bedrock == "emulator" else None,
         }
@@ -798,6 +802,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bedrock-endpoint", type=_url, metavar="URL", help="any Bedrock Runtime compatible endpoint"
     )
+    parser.add_argument(
+        "--mantle-endpoint",
+        type=_url,
+        metavar="URL",
+        help="bedrock-mantle compatible endpoint (default: the Bedrock endpoint, the emulator's included)",
+    )
     parser.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or us-east-1)")
     parser.add_argument("--aws-port", type=_port, default=0, help="moto server port (default: a free port)")
     parser.add_argument(
@@ -837,6 +847,7 @@ def config_from_args(args: argparse.Namespace) -> LocalConfig:
         authorizer_ttl=args.authorizer_ttl,
         bedrock=mode,
         bedrock_endpoint=args.bedrock_endpoint,
+        mantle_endpoint=args.mantle_endpoint,
         region=args.region,
         log_dir=None if args.log_dir.lower() == "none" else Path(args.log_dir),
         log_format=args.log_format,

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bedrock_spend import metering, native
+from bedrock_spend import compat, metering, native
 from bedrock_spend.errors import NotFoundError, ProxyError
 from bedrock_spend.invoke_request import parse_invoke_request, to_call
 from bedrock_spend.metering import Collaborators
@@ -60,26 +60,45 @@ def create_app(collaborators: Callable[[], Collaborators] | None = None) -> Star
         headers = {name.lower(): value for name, value in request.headers.items()}
         return await forward(request, native.parse_request(raw_path, headers, await request.body(), caller))
 
+    async def compat_operation(request: Request) -> Response:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        call = compat.parse_request(request.url.path, headers, await request.body())
+        return await forward(request, call)
+
+    async def model_list(request: Request) -> Response:
+        context = request_context(request.headers)
+        endpoint, path = compat.MODEL_LISTS[request.url.path]
+        status, headers, body = await metering.list_models(deps(), endpoint, path, caller_from(context))
+        return Response(body, status_code=status, headers=headers)
+
+    def errors_for(request: Request) -> str:
+        path = request.url.path
+        return compat.dialect(path) if path.startswith(("/openai/", "/mantle/")) else "bedrock"
+
     async def on_proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
         if exc.status >= 500:
             logger.warning("request failed", extra={"error_type": exc.type, "status": exc.status})
-        return error_response(exc)
+        return error_response(exc, errors_for(request))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
-            return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"))
-        return error_response(ProxyError(str(exc.detail), status=exc.status_code, type="MethodNotAllowed"))
+            error: ProxyError = NotFoundError(f"no route for {request.method} {request.url.path}")
+        else:
+            error = ProxyError(str(exc.detail), status=exc.status_code, type="MethodNotAllowed")
+        return error_response(error, errors_for(request))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unexpected error")
-        return error_response(ProxyError("internal error; see the proxy's logs"))
+        return error_response(ProxyError("internal error; see the proxy's logs"), errors_for(request))
 
     return Starlette(
         routes=[
             Route("/invoke-model", invoke_model, methods=["POST"]),
             Route("/model/{target:path}", bedrock_operation, methods=["POST"]),
+            *(Route(path, compat_operation, methods=["POST"]) for path in compat.ROUTES),
+            *(Route(path, model_list, methods=["GET"]) for path in compat.MODEL_LISTS),
         ],
         exception_handlers={
             ProxyError: on_proxy_error,

@@ -77,9 +77,30 @@ def context_from(context: dict[str, Any]) -> RequestContext:
     return RequestContext(request_id=str(context.get("requestId") or ""), requested_at=when)
 
 
-def error_response(error: ProxyError) -> Response:
+# The Anthropic API's error types by HTTP status (its SDK picks exception classes by status).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def error_response(error: ProxyError, dialect: str = "bedrock") -> Response:
+    """The error in the shape the caller's SDK reads: AWS (``message`` and ``x-amzn-errortype``),
+    OpenAI (``{"error": {"message", "type", "code"}}``) or Anthropic (``{"type": "error", ...}``)."""
+    body = error.body()
+    detail = body["error"]
+    if dialect == "openai":
+        body = {"error": {**detail, "type": error.type, "code": error.type, "message": error.message}}
+    elif dialect == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+        body = {"type": "error", "error": {**detail, "type": kind, "message": error.message}}
     return Response(
-        error.to_json(),
+        json.dumps(body, separators=(",", ":")),
         status_code=error.status,
         media_type="application/json",
         headers={"x-amzn-errortype": error.type},
