@@ -15,7 +15,7 @@ not existing, so a retried or replayed request id is a no-op and totals never co
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -153,6 +153,19 @@ class Ledger:
         )
         value = response.get("Item", {}).get("CostMicroUsd", {}).get("N")
         return Decimal(value) if value is not None else Decimal(0)
+
+    def records(self, principal_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The principal's request records from ``since`` on, oldest first (consistent reads)."""
+        stamp = since.astimezone(UTC).isoformat(timespec="milliseconds")
+        items: list[dict[str, Any]] = []
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="PK = :pk AND SK >= :since",
+            ExpressionAttributeValues={":pk": {"S": f"USAGE#{principal_id}"}, ":since": {"S": stamp}},
+            ConsistentRead=True,
+        ):
+            items.extend(page.get("Items", []))
+        return items
 
     # --- calls in flight -------------------------------------------------------------------------
 

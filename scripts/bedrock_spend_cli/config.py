@@ -76,6 +76,14 @@ class Tables:
     def usage(self) -> str:
         return self._resolve(self.usage_flag, USAGE_TABLE_ENV, USAGE_TABLE_OUTPUT, "--usage-table", "usage")
 
+    def stack_output(self, name: str) -> str | None:
+        """One output of the stack (e.g. ApiEndpoint), or None when it cannot be read."""
+        return self._stack_outputs().get(name) or None
+
+    def stack_problem(self, name: str) -> str:
+        """Why :meth:`stack_output` found nothing, for an error message."""
+        return self._stack_error or f"stack {self.stack!r} has no output {name}"
+
     def _resolve(self, flag: str | None, env: str, output: str, option: str, what: str) -> str:
         if flag:
             return flag

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bedrock_spend_cli import keys_cmd, ledger_cmd, report_cmd
+from bedrock_spend_cli import check_cmd, keys_cmd, ledger_cmd, report_cmd
 from bedrock_spend_cli.config import DEFAULT_STACK, Aws, CliError, Tables, UsageError, aws_error_message
 from bedrock_spend_cli.output import FORMATS
 
@@ -24,6 +24,7 @@ examples:
   bedrock-spend usage --month 2026-01
   bedrock-spend report --from last-month --by principal,model
   bedrock-spend ledger replay proxy-logs.jsonl
+  bedrock-spend check --yes                  # after sam deploy: every route, streams, ledger
   bedrock-spend --endpoint-url http://127.0.0.1:5000 --keys-table api-keys keys list
 
 tables: each comes from its flag (--keys-table / --usage-table), else the environment
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(add_group, add_command)
     ledger_cmd.register(commands, add_group, add_command)
     report_cmd.register(commands, add_command)
+    check_cmd.register(commands, add_command)
     return parser
 
 
