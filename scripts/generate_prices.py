@@ -41,6 +41,8 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from bedrock_spend.model_ids import GEO_PREFIXES
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "functions" / "bedrock_spend" / "data"
 BOOK_PATH = DATA_DIR / "price_book.json"
@@ -53,8 +55,9 @@ CATALOGUE_PARTS = {f"{part}_mtok": part for part in PARTS}
 # Priced by the catalogue but not in Usage: such models are marked unmetered, never half-priced.
 UNMETERED_KEYS = {"input_audio_mtok": "input_audio", "output_audio_mtok": "output_audio"}
 PRICE_SETS = ("prices", "global", "latency_optimized")
-# Geo prefixes seen in catalogue match rules, stripped when deriving aliases.
-GEO_PREFIXES = ("us-gov", "us", "eu", "apac", "jp", "au", "in", "ca", "global", "regional")
+# Geo prefixes seen in catalogue match rules, stripped when deriving aliases: Bedrock's own
+# (model_ids) and two the catalogue's patterns use besides.
+CATALOGUE_GEO_PREFIXES = GEO_PREFIXES | {"ca", "regional"}
 MAX_PRICE_DECIMALS = 6  # so tokens x price is exact in micro-USD (1e-12 USD per token)
 
 # Exact arithmetic only: any rounding raises.
@@ -181,7 +184,7 @@ def alias_candidates(model: Any, key: str) -> set[str]:
     for literal in clause_literals(model.match):
         text = literal.lower().lstrip("/")
         head, dot, rest = text.partition(".")
-        if dot and head in GEO_PREFIXES:
+        if dot and head in CATALOGUE_GEO_PREFIXES:
             text = rest
         if text.partition(".")[0] == provider and "." in text and text != key:
             found.add(text)

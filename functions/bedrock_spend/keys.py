@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Literal
 
@@ -96,10 +97,25 @@ def model_allowed(patterns: tuple[str, ...] | list[str], *model_ids: str | None)
     return any(fnmatchcase(model_id, pattern) for pattern in patterns for model_id in model_ids if model_id)
 
 
+class Outcome(StrEnum):
+    """Why a key was allowed or denied; the value is the ``Reason`` the denial metric carries."""
+
+    OK = "ok"
+    MALFORMED = "missing or malformed key"
+    UNKNOWN = "unknown key"
+    REVOKED = "revoked key"
+    EXPIRED = "expired key"
+
+    @property
+    def unauthenticated(self) -> bool:
+        """No key we know: API Gateway answers 401 (the other denials are 403)."""
+        return self in (Outcome.MALFORMED, Outcome.UNKNOWN)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
-    reason: str
+    reason: Outcome
     principal_id: str = "anonymous"
     # Authorizer context values must be scalars (API Gateway rejects objects and arrays).
     context: dict[str, str | int | bool] = field(default_factory=dict)
@@ -108,11 +124,11 @@ class Decision:
 def decide(record: KeyRecord | None, now: datetime) -> Decision:
     """Allow or deny a request for the key record its token hashed to (None: unknown key)."""
     if record is None:
-        return Decision(False, "unknown key")
+        return Decision(False, Outcome.UNKNOWN)
     if record.status != "active":
-        return Decision(False, "revoked key", record.principal_id)
+        return Decision(False, Outcome.REVOKED, record.principal_id)
     if record.is_expired(now):
-        return Decision(False, "expired key", record.principal_id)
+        return Decision(False, Outcome.EXPIRED, record.principal_id)
     context: dict[str, str | int | bool] = {
         "keyId": record.key_id,
         "username": record.username,
@@ -121,7 +137,7 @@ def decide(record: KeyRecord | None, now: datetime) -> Decision:
         "monthlyBudgetUsd": "" if record.monthly_budget_usd is None else str(record.monthly_budget_usd),
         "maxInFlight": "" if record.max_in_flight is None else str(record.max_in_flight),
     }
-    return Decision(True, "ok", record.principal_id, context)
+    return Decision(True, Outcome.OK, record.principal_id, context)
 
 
 def utcnow() -> datetime:

@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from bedrock_spend.model_ids import ModelRef
+from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_id
 
 logger = logging.getLogger(__name__)
 
 # A failed lookup is retried sooner than a success is refreshed, so a throttle or a
 # permissions fix does not leave the profile unpriced for a whole TTL.
 FAILURE_TTL_SECONDS = 60.0
-_GEO_PREFIXES = ("us-gov", "us", "eu", "apac", "jp", "au", "global")
 # Region families of the geographic system profiles, most specific first.
 _GEO_BY_REGIONS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("us-gov", lambda r: r.startswith("us-gov-")),
@@ -100,14 +99,11 @@ class ProfileResolver:
 
 def _from_model_id(value: str) -> Resolution | None:
     """A base model id, a system profile id (``us.x``), or a foundation-model / profile ARN."""
-    if value.startswith("arn:"):
-        value = value.partition("/")[2]
-    head, dot, rest = value.partition(".")
-    if dot and head in _GEO_PREFIXES and "." in rest:
-        return rest, head
-    if "." not in value:
+    try:
+        ref = parse_model_id(value)
+    except InvalidModelIdError:
         return None
-    return value, "in-region"
+    return (ref.base_model, ref.scope) if ref.base_model else None
 
 
 def _from_model_arns(model_arns: Iterable[str]) -> Resolution | None:

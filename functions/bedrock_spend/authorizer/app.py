@@ -28,7 +28,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if not decision.allow:
         logger.info("request denied", extra={"reason": decision.reason, "principal": decision.principal_id})
         metrics.emit_denial(decision.reason)
-    if decision.reason in ("missing or malformed key", "unknown key"):
+    if decision.reason.unauthenticated:
         raise Exception("Unauthorized")
     arn = token_event.parsed_arn
     policy = APIGatewayAuthorizerResponse(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from bedrock_spend.key_store import KeyStore
-from bedrock_spend.keys import Decision, decide, hash_key, token_from_header, utcnow
+from bedrock_spend.keys import Decision, Outcome, decide, hash_key, token_from_header, utcnow
 from bedrock_spend.settings import authorizer_settings
 
 
@@ -17,6 +17,6 @@ def key_store() -> KeyStore:
 def authorize(authorization: str | None, store: KeyStore | None = None) -> Decision:
     token = token_from_header(authorization)
     if token is None:
-        return Decision(False, "missing or malformed key")
+        return Decision(False, Outcome.MALFORMED)
     record = (store or key_store()).get_by_hash(hash_key(token))
     return decide(record, utcnow())
