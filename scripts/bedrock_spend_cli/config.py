@@ -41,7 +41,10 @@ class Aws:
             from botocore.config import Config
 
             if self._session is None:
-                self._session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+                # As the AWS CLI: --region, then AWS_REGION, then AWS_DEFAULT_REGION and the profile
+                # (boto3 itself reads only the last two).
+                region = self.region or os.environ.get("AWS_REGION") or None
+                self._session = boto3.session.Session(profile_name=self.profile, region_name=region)
             self._clients[service] = self._session.client(
                 service,
                 endpoint_url=self.endpoint_url,

@@ -12,7 +12,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -100,13 +100,14 @@ def emulator_billed(stack: LocalStack) -> list[dict[str, Any]]:
         return list(json.load(response))
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+@contextmanager
+def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[LocalStack]:
+    """A local stack on free ports for a module's tests; the environment restored after it."""
     saved = dict(os.environ)
     local = LocalStack(
         port=0,
         region="us-east-1",
-        log_dir=tmp_path_factory.mktemp("local-logs"),
+        log_dir=tmp_path_factory.mktemp(f"{name}-logs"),
         echo_logs=False,
         access_log=False,
     )
@@ -117,6 +118,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         local.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_stack(tmp_path_factory, "local") as local:
+        yield local
 
 
 @pytest.fixture

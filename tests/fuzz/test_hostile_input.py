@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import string
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,7 @@ from hypothesis import strategies as st
 
 from bedrock_spend.keys import token_from_header
 from bedrock_spend_local.server import LocalStack
-from tests.e2e.conftest import Reply, http
+from tests.e2e.conftest import Reply, http, running_stack
 from tests.helpers import claude_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -44,21 +43,8 @@ KEY_ALPHABET = string.ascii_letters + string.digits + "_-"
 
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    saved = dict(os.environ)
-    stack = LocalStack(
-        port=0,
-        region="us-east-1",
-        log_dir=tmp_path_factory.mktemp("fuzz-logs"),
-        echo_logs=False,
-        access_log=False,
-    )
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_stack(tmp_path_factory, "fuzz") as local:
+        yield local
 
 
 def send(stack: LocalStack, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> Reply:

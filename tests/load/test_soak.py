@@ -36,7 +36,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from bedrock_spend_local.server import LocalStack
-from tests.e2e.conftest import aws_client, emulator_billed, mint_key, tls_context
+from tests.e2e.conftest import aws_client, emulator_billed, mint_key, running_stack, tls_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -256,21 +256,8 @@ def metric_sums(stack: LocalStack, name: str, keys: set[tuple[str, ...]]) -> dic
 
 @pytest.fixture(scope="module")
 def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    saved = dict(os.environ)
-    stack = LocalStack(
-        port=0,
-        region="us-east-1",
-        log_dir=tmp_path_factory.mktemp("soak-logs"),
-        echo_logs=False,
-        access_log=False,
-    )
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_stack(tmp_path_factory, "soak") as local:
+        yield local
 
 
 @pytest.mark.timeout(HANG_GUARD_S)

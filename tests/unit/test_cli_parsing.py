@@ -305,3 +305,14 @@ def test_truncated_or_incomplete_lines_are_problems_not_records() -> None:
     assert [f.record for f in found] == [None, None]
     assert [f.where for f in found] == ["f:1", "f:2"]
     assert all(f.problem for f in found)
+
+
+def test_the_cli_takes_its_region_as_the_aws_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bedrock_spend_cli.config import Aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert Aws().client("dynamodb").meta.region_name == "eu-central-1"  # AWS_REGION first
+    assert Aws(region="ap-south-1").client("dynamodb").meta.region_name == "ap-south-1"  # --region wins
+    monkeypatch.delenv("AWS_REGION")
+    assert Aws().client("dynamodb").meta.region_name == "eu-west-1"
