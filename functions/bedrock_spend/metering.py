@@ -230,7 +230,7 @@ class Relay:
         *,
         deadline: float,
         meter: Meter | None = None,
-        record: Any = None,
+        record: Callable[[Measured], None] | None = None,
         release: Callable[[], None] | None = None,
         hide_usage: HiddenUsageChunk | None = None,
     ) -> None:
@@ -302,7 +302,8 @@ async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: Requ
             raise
     except BaseException:
         if release is not None:
-            await anyio.to_thread.run_sync(release)
+            with anyio.CancelScope(shield=True):  # also when the request was cancelled
+                await anyio.to_thread.run_sync(release)
         raise
     deadline = started + deps.settings.max_call_seconds
     if upstream.status >= 300:  # Bedrock does not bill a refused call
