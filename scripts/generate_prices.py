@@ -20,6 +20,11 @@ Mapping a catalogue entry to Bedrock base model ids
    trailing ``:N``. An alias claimed by two keys is dropped. The runtime never matches by
    prefix or substring: it tries the id, the id without a ``:NNNk`` context-window suffix and
    the id without its ``:N`` version, each as an exact key or alias.
+   The overrides' ``model_ids`` list the ids Bedrock documents (dated forms such as
+   ``anthropic.claude-opus-4-5-20251101-v1:0``, undated ones, Mantle names); each is resolved
+   with the catalogue's own match rules, tried bare and behind every geo prefix, and must land on
+   exactly one key (else generation fails). Ids the catalogue's rules do not match are mapped
+   in the overrides' ``aliases``, each with a source.
 3. Time-conditional prices keep the newest one (``effective_from`` records its start date);
    context-length tiers become a ``long_context`` set (one threshold per model); price keys the
    proxy cannot meter (audio tokens) mark the model ``unmetered``; any other key is an error.
@@ -55,6 +60,8 @@ CATALOGUE_PARTS = {f"{part}_mtok": part for part in PARTS}
 # Priced by the catalogue but not in Usage: such models are marked unmetered, never half-priced.
 UNMETERED_KEYS = {"input_audio_mtok": "input_audio", "output_audio_mtok": "output_audio"}
 PRICE_SETS = ("prices", "global", "latency_optimized")
+LONG_CONTEXT = "long_context"
+THRESHOLD = "above_input_tokens"
 # Geo prefixes seen in catalogue match rules, stripped when deriving aliases: Bedrock's own
 # (model_ids) and two the catalogue's patterns use besides.
 CATALOGUE_GEO_PREFIXES = GEO_PREFIXES | {"ca", "regional"}
@@ -237,7 +244,11 @@ def merge_overrides(entries: dict[str, dict[str, Any]], overrides: Mapping[str, 
         for set_name in PRICE_SETS:
             if set_name in override:
                 merged = dict(entry.get(set_name, {}))
-                merged.update(checked_parts(override[set_name], f"{where} {set_name}"))
+                merged.update(checked_parts(override[set_name], f"{where} {set_name}", tiered=True))
+                long = merged.get(LONG_CONTEXT)
+                if long is not None and set(long) - {THRESHOLD} != set(merged) - {LONG_CONTEXT}:
+                    # As for the catalogue's tiers: above the threshold every part has a price.
+                    raise GenerationError(f"{where} {set_name}: long_context must price every part")
                 entry[set_name] = merged
         for region, parts in override.get("regions", {}).items():
             entry.setdefault("regions", {})[region] = checked_parts(parts, f"{where} {region}")
@@ -245,11 +256,23 @@ def merge_overrides(entries: dict[str, dict[str, Any]], overrides: Mapping[str, 
             entry["images"] = checked_images(override["images"], where)
 
 
-def checked_parts(parts: Mapping[str, Any], where: str) -> dict[str, str]:
-    unknown = set(parts) - set(PARTS)
+def checked_parts(parts: Mapping[str, Any], where: str, *, tiered: bool = False) -> dict[str, Any]:
+    unknown = set(parts) - set(PARTS) - ({LONG_CONTEXT} if tiered else set())
     if unknown:
         raise GenerationError(f"{where}: unknown parts {sorted(unknown)}")
-    return {part: fmt(price(value, f"{where} {part}")) for part, value in parts.items()}
+    out: dict[str, Any] = {
+        part: fmt(price(value, f"{where} {part}")) for part, value in parts.items() if part != LONG_CONTEXT
+    }
+    if LONG_CONTEXT in parts:
+        out[LONG_CONTEXT] = checked_long_context(parts[LONG_CONTEXT], f"{where} {LONG_CONTEXT}")
+    return out
+
+
+def checked_long_context(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    threshold = raw.get(THRESHOLD)
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold <= 0:
+        raise GenerationError(f"{where}: {THRESHOLD} must be a positive integer")
+    return {THRESHOLD: threshold, **checked_parts({k: v for k, v in raw.items() if k != THRESHOLD}, where)}
 
 
 def checked_images(images: Mapping[str, Any], where: str) -> dict[str, str]:
@@ -260,6 +283,54 @@ def checked_images(images: Mapping[str, Any], where: str) -> dict[str, str]:
         if not flat and not (width.isdigit() and height.isdigit() and quality.isalpha()):
             raise GenerationError(f"{where}: image variant {variant!r} is not 'WxH/quality' or '*'")
     return {variant: fmt(price(value, f"{where} {variant}")) for variant, value in images.items()}
+
+
+# --- documented model ids ---
+
+
+def catalogue_keys(models: Iterable[Any], model_id: str) -> set[str]:
+    """Book keys of the catalogue entries whose match rules accept ``model_id`` in any scope form."""
+    geos = sorted(CATALOGUE_GEO_PREFIXES - {"regional"})
+    forms = [model_id, *(f"{geo}.{model_id}" for geo in geos)]
+    return {
+        split_catalogue_id(model.id.lower())[1]
+        for model in models
+        if any(model.match.is_match(form) for form in forms)
+    }
+
+
+def documented_aliases(
+    inputs: Inputs, overrides: Mapping[str, Any], entries: Mapping[str, Any]
+) -> dict[str, str]:
+    """Alias -> key for the overrides' ``aliases`` and every listed ``model_ids`` id not a key.
+
+    A listed id goes to the one entry the catalogue's own match rules give it; none or two is an
+    error, so a new id is either resolved as the catalogue resolves it or mapped by hand with a
+    source, never guessed.
+    """
+    out: dict[str, str] = {}
+    for alias, spec in sorted(overrides.get("aliases", {}).items()):
+        where = f"alias {alias!r}"
+        if not isinstance(spec, Mapping) or not spec.get("source"):
+            raise GenerationError(f"{where}: every alias needs a model and a source")
+        target = spec.get("model")
+        if alias != alias.lower() or alias in entries or target not in entries:
+            raise GenerationError(f"{where}: must be a lower-case id that is not a key, for a key")
+        out[alias] = target
+    for group in overrides.get("model_ids", []):
+        if not group.get("source"):
+            raise GenerationError("every model_ids group needs a source")
+        for model_id in group["ids"]:
+            if model_id != model_id.lower():
+                raise GenerationError(f"model id {model_id!r}: model ids are lower case")
+            if model_id in entries or model_id in out:
+                continue
+            keys = catalogue_keys(inputs.aws_models, model_id)
+            if len(keys) != 1 or not keys <= set(entries):
+                found = sorted(keys) or "no catalogue entry"
+                raise GenerationError(f"model id {model_id!r} matches {found}; map it in `aliases`")
+            out[model_id] = keys.pop()
+    return out
 
 
 # --- rules ---
@@ -347,16 +418,24 @@ def price_sets_for_rules(entry: Mapping[str, Any]) -> Iterator[tuple[str, dict[s
 
 
 def build_aliases(
-    entries: Mapping[str, Any], claimed: Mapping[str, set[str]], warn: list[str]
+    entries: Mapping[str, Any],
+    claimed: Mapping[str, set[str]],
+    warn: list[str],
+    documented: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Exact alternative ids: the catalogue's match literals and each key without ``:N``.
+    """Exact alternative ids: documented ids, the catalogue's match literals, each without ``:N``.
 
     An alias two keys could mean is dropped (the id is then unpriced, never guessed); only the
     catalogue's own ambiguities are worth a warning (``x-v1`` for ``x-v1:0`` and ``x-v1:1`` is not).
+    A documented id that ends up dropped is an error.
     """
+    documented = documented or {}
+    claimed = {alias: set(keys) for alias, keys in claimed.items()}
     unversioned: dict[str, set[str]] = {}
-    for key in entries:
-        head, sep, last = key.rpartition(":")
+    for alias, key in documented.items():
+        claimed.setdefault(alias, set()).add(key)
+    for name, key in [*((k, k) for k in entries), *documented.items()]:
+        head, sep, last = name.rpartition(":")
         if sep and last.isdigit():
             unversioned.setdefault(head, set()).add(key)
     aliases: dict[str, str] = {}
@@ -369,6 +448,9 @@ def build_aliases(
                 warn.append(f"alias {alias!r} is claimed by {sorted(keys)}; dropped")
             continue
         aliases[alias] = next(iter(keys))
+    for alias, key in documented.items():
+        if aliases.get(alias) != key:
+            raise GenerationError(f"documented id {alias!r} is also claimed by {sorted(claimed[alias])}")
     return aliases
 
 
@@ -416,7 +498,7 @@ def build_book(inputs: Inputs) -> tuple[dict[str, Any], list[str]]:
         "inputs": {"genai_prices": inputs.genai_prices_version, "overrides_sha256": overrides_hash},
         "discount_percent": fmt(percent),
         "service_tiers": service_tiers(overrides),
-        "aliases": build_aliases(entries, claimed, warn),
+        "aliases": build_aliases(entries, claimed, warn, documented_aliases(inputs, overrides, entries)),
         "models": entries,
     }
     content = hashlib.sha256(canonical(book).encode()).hexdigest()[:12]

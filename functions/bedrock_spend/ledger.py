@@ -15,7 +15,8 @@ not existing, so a retried or replayed request id is a no-op and totals never co
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,13 +26,54 @@ from bedrock_spend.usage_record import UsageRecord
 DAY_INDEX = "GSI1"
 
 
+RECORDS_PREFIX = "USAGE#"
+TOTAL_PREFIX = "TOTAL#"
+MONTH_PREFIX = "MONTH#"
+DAY_PREFIX = "DAY#"
+
+
 def record_key(record: UsageRecord) -> dict[str, Any]:
     stamp = record.requested_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    return {"PK": {"S": f"USAGE#{record.principal_id}"}, "SK": {"S": f"{stamp}#{record.request_id}"}}
+    return {"PK": {"S": RECORDS_PREFIX + record.principal_id}, "SK": {"S": f"{stamp}#{record.request_id}"}}
 
 
 def total_key(principal_id: str, month: str) -> dict[str, Any]:
-    return {"PK": {"S": f"TOTAL#{principal_id}"}, "SK": {"S": f"MONTH#{month}"}}
+    return {"PK": {"S": TOTAL_PREFIX + principal_id}, "SK": {"S": MONTH_PREFIX + month}}
+
+
+def principal_of_total(item: Mapping[str, Any]) -> str:
+    """The principal a monthly total item belongs to."""
+    return str(item["PK"]["S"]).removeprefix(TOTAL_PREFIX)
+
+
+def records_of_day(day: date) -> dict[str, Any]:
+    """Query arguments for one UTC day's request records, through the day index."""
+    return {
+        "IndexName": DAY_INDEX,
+        "KeyConditionExpression": "GSI1PK = :day",
+        "ExpressionAttributeValues": {":day": {"S": f"{DAY_PREFIX}{day.isoformat()}"}},
+    }
+
+
+def records_of_principal(principal_id: str, first: date, last: date) -> dict[str, Any]:
+    """Query arguments for a principal's request records from ``first`` to ``last`` (UTC days)."""
+    # Sort keys start with the ISO time: "<yyyy-mm-dd>T..." sorts between these two.
+    return {
+        "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
+        "ExpressionAttributeValues": {
+            ":pk": {"S": RECORDS_PREFIX + principal_id},
+            ":lo": {"S": f"{first.isoformat()}T"},
+            ":hi": {"S": f"{last.isoformat()}T~"},
+        },
+    }
+
+
+def monthly_totals(month: str) -> dict[str, Any]:
+    """Scan arguments for every principal's total of ``month``."""
+    return {
+        "FilterExpression": "SK = :sk AND begins_with(PK, :pk)",
+        "ExpressionAttributeValues": {":sk": {"S": MONTH_PREFIX + month}, ":pk": {"S": TOTAL_PREFIX}},
+    }
 
 
 def in_flight_key(principal_id: str) -> dict[str, Any]:
@@ -161,7 +203,7 @@ class Ledger:
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
             KeyConditionExpression="PK = :pk AND SK >= :since",
-            ExpressionAttributeValues={":pk": {"S": f"USAGE#{principal_id}"}, ":since": {"S": stamp}},
+            ExpressionAttributeValues={":pk": {"S": RECORDS_PREFIX + principal_id}, ":since": {"S": stamp}},
             ConsistentRead=True,
         ):
             items.extend(page.get("Items", []))

@@ -258,7 +258,9 @@ def usage_row(item: dict[str, Any], month: str) -> dict[str, Any]:
         return Decimal(item.get(name, {}).get("N", "0"))
 
     micro = number("CostMicroUsd")
-    row: dict[str, Any] = {"principal": item["PK"]["S"].removeprefix("TOTAL#"), "month": month}
+    from bedrock_spend.ledger import principal_of_total
+
+    row: dict[str, Any] = {"principal": principal_of_total(item), "month": month}
     row.update({key: int(number(name)) for key, name in _COUNTS.items()})
     row["cost_micro_usd"] = micro
     row["cost_usd"] = (micro / MICRO).quantize(SIX_PLACES)
@@ -266,7 +268,7 @@ def usage_row(item: dict[str, Any], month: str) -> dict[str, Any]:
 
 
 def usage(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
-    from bedrock_spend.ledger import total_key
+    from bedrock_spend.ledger import monthly_totals, total_key
 
     month = args.month or utcnow().strftime("%Y-%m")
     table = tables.usage()
@@ -279,11 +281,7 @@ def usage(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
     else:
         # A Scan reads the whole table (per-request records too); fine for an ops tool on
         # demand. Reports over many months will query by key instead.
-        for page in client.get_paginator("scan").paginate(
-            TableName=table,
-            FilterExpression="SK = :sk AND begins_with(PK, :pk)",
-            ExpressionAttributeValues={":sk": {"S": f"MONTH#{month}"}, ":pk": {"S": "TOTAL#"}},
-        ):
+        for page in client.get_paginator("scan").paginate(TableName=table, **monthly_totals(month)):
             items.extend(page.get("Items", []))
     rows = sorted(
         (usage_row(item, month) for item in items), key=lambda r: (-r["cost_micro_usd"], r["principal"])

@@ -257,30 +257,15 @@ def read_calls(
     progress: Progress | None = None,
 ) -> Iterator[Call]:
     """Every request record from ``first`` to ``last`` (UTC, both included), by Query."""
-    from bedrock_spend.ledger import DAY_INDEX
+    from bedrock_spend.ledger import records_of_day, records_of_principal
 
     progress = progress or Progress(False)
     paginator = client.get_paginator("query")
     if principals:
-        # Sort keys start with the ISO time: "<yyyy-mm-dd>T..." sorts between these two.
-        bounds = {":lo": {"S": f"{first.isoformat()}T"}, ":hi": {"S": f"{last.isoformat()}T~"}}
-        queries = [
-            {
-                "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
-                "ExpressionAttributeValues": {":pk": {"S": f"USAGE#{principal}"}, **bounds},
-            }
-            for principal in principals
-        ]
+        queries = [records_of_principal(principal, first, last) for principal in principals]
         unit = "principal"
     else:
-        queries = [
-            {
-                "IndexName": DAY_INDEX,
-                "KeyConditionExpression": "GSI1PK = :day",
-                "ExpressionAttributeValues": {":day": {"S": f"DAY#{day.isoformat()}"}},
-            }
-            for day in days(first, last)
-        ]
+        queries = [records_of_day(day) for day in days(first, last)]
         unit = "day"
     count = 0
     for done, query in enumerate(queries):
