@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, Literal, TextIO, cast
@@ -40,7 +40,7 @@ from bedrock_spend_local.emf import MetricsForwarder, is_emf
 from bedrock_spend_local.gateway import ApiGateway, AsgiApp
 from bedrock_spend_local.moto_fixes import faster_moto
 from bedrock_spend_local.runtime import LambdaFunction, StdoutCapture, _environ
-from bedrock_spend_local.tables import create_tables, table_definitions
+from bedrock_spend_local.tables import create_tables, load_template, table_definitions
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class LocalConfig:
     log_dir: Path | None = Path(".local")
     log_format: Literal["short", "json"] = "short"
     integration_timeout: float | None = None  # None: each route's TimeoutInMillis
+    # Template parameters, as `sam deploy --parameter-overrides Key=Value` gives them.
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
     echo_logs: bool = True  # show the functions' output on the console
     access_log: bool = True
     # What the gateway calls; None = the proxy's app (bedrock_spend.proxy.app.create_app).
@@ -139,7 +141,7 @@ class LocalStack:
         config = self.config
         self.region = config.region or _configured_region(config.bedrock)
         self.tables = {logical_id: f"{STACK_NAME}-{logical_id}" for logical_id in table_definitions()}
-        overrides = {}
+        overrides = dict(config.parameter_overrides)
         if config.stage is not None:
             overrides["StageName"] = config.stage
         if config.authorizer_ttl is not None:
@@ -767,6 +769,19 @@ def _ttl(text: str) -> int:
     return value
 
 
+def _parameter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    known = load_template().get("Parameters") or {}
+    if not sep or name not in known:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give Key=Value with a parameter of template.yaml ({', '.join(sorted(known))})"
+        )
+    allowed = known[name].get("AllowedValues")
+    if allowed and value not in [str(v) for v in allowed]:
+        raise argparse.ArgumentTypeError(f"{name} must be one of {', '.join(str(v) for v in allowed)}")
+    return name, value
+
+
 def _timeout(text: str) -> float:
     value = float(text)
     if not 0 < value <= 300:
@@ -828,6 +843,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds API Gateway waits for the proxy's response to start "
         "(default: each route's TimeoutInMillis in template.yaml)",
     )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        default=[],
+        type=_parameter,
+        metavar="Key=Value",
+        help="template parameters, as for sam deploy (e.g. UnpricedModelPolicy=deny MaxInFlightPerKey=8)",
+    )
     args = parser.parse_args(argv)
     if args.bedrock_endpoint and args.bedrock:
         parser.error("--bedrock-endpoint cannot be combined with --bedrock")
@@ -852,6 +875,7 @@ def config_from_args(args: argparse.Namespace) -> LocalConfig:
         log_dir=None if args.log_dir.lower() == "none" else Path(args.log_dir),
         log_format=args.log_format,
         integration_timeout=args.integration_timeout,
+        parameter_overrides=dict(args.parameter_overrides),
     )
 
 

@@ -101,7 +101,7 @@ def emulator_billed(stack: LocalStack) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[LocalStack]:
+def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any) -> Iterator[LocalStack]:
     """A local stack on free ports for a module's tests; the environment restored after it."""
     saved = dict(os.environ)
     local = LocalStack(
@@ -110,6 +110,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterat
         log_dir=tmp_path_factory.mktemp(f"{name}-logs"),
         echo_logs=False,
         access_log=False,
+        **config,
     )
     local.start()
     try:
