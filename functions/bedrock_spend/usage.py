@@ -49,6 +49,7 @@ class Usage:
 MAX_COUNT = 10**12
 _DIGITS = re.compile(r"[0-9]{1,13}")
 _HEADER_PREFIX = "x-amzn-bedrock-"
+_EMBEDDING_FAMILIES = frozenset({"titan-embed", "cohere-embed"})
 
 
 @dataclass(slots=True)
@@ -120,6 +121,9 @@ def usage_from_invoke(
 
     from_body = parts.known() or images > 0
     from_headers = parts.fill_from(_read_headers(headers))
+    if fam in _EMBEDDING_FAMILIES:
+        # Embeddings bill input only; Cohere's output-count header is not a billed output.
+        parts.output = None if parts.input is None else 0
     if from_body:
         source = f"{fam}+headers" if from_headers else fam
     else:

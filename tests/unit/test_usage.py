@@ -215,7 +215,6 @@ CLAUDE_V2_BODY = {"completion": " Hi", "stop_reason": "stop_sequence"}
     [
         ("mistral.mistral-7b-instruct-v0:2", MISTRAL_BODY),
         ("cohere.command-r-plus-v1:0", COHERE_COMMAND_BODY),
-        ("cohere.embed-english-v3", COHERE_EMBED_BODY),
         ("us.deepseek.r1-v1:0", DEEPSEEK_R1_BODY),
         ("anthropic.claude-v2:1", CLAUDE_V2_BODY),
         (HAIKU, b"{not json"),
@@ -227,7 +226,6 @@ CLAUDE_V2_BODY = {"completion": " Hi", "stop_reason": "stop_sequence"}
     ids=[
         "mistral",
         "cohere-command",
-        "cohere-embed",
         "deepseek-r1",
         "claude-v2",
         "bad-json",
@@ -240,6 +238,18 @@ CLAUDE_V2_BODY = {"completion": " Hi", "stop_reason": "stop_sequence"}
 def test_body_without_counts_falls_back_to_headers(model_id: str, body: Any) -> None:
     usage = _invoke(model_id, body, _headers(21, 34))
     assert usage == Usage(input_tokens=21, output_tokens=34, source="headers")
+
+
+@pytest.mark.parametrize("model_id", ["cohere.embed-english-v3", "cohere.embed-multilingual-v3"])
+def test_embedding_output_count_in_headers_is_not_billed(model_id: str) -> None:
+    # Cohere Embed's body has no counts; its headers may report output tokens, never billed.
+    usage = _invoke(model_id, COHERE_EMBED_BODY, _headers(21, 34))
+    assert usage == Usage(input_tokens=21, output_tokens=0, source="headers")
+
+
+def test_embedding_without_input_count_stays_unknown() -> None:
+    headers = {"x-amzn-bedrock-output-token-count": "34"}
+    assert not _invoke("cohere.embed-english-v3", COHERE_EMBED_BODY, headers).known
 
 
 def test_header_names_are_case_insensitive() -> None:
