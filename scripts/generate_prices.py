@@ -314,7 +314,7 @@ def documented_aliases(
         if not isinstance(spec, Mapping) or not spec.get("source"):
             raise GenerationError(f"{where}: every alias needs a model and a source")
         target = spec.get("model")
-        if alias != alias.lower() or alias in entries or target not in entries:
+        if alias != alias.lower() or alias in entries or not isinstance(target, str) or target not in entries:
             raise GenerationError(f"{where}: must be a lower-case id that is not a key, for a key")
         out[alias] = target
     for group in overrides.get("model_ids", []):

@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Rounded, localcontext
@@ -385,6 +385,20 @@ def plain(value: Decimal) -> str:
     return format(value, "f")
 
 
+def readable_usd(amount: Decimal) -> Decimal:
+    """Six decimals, or three significant digits where that takes more (never a bare 0.000000)."""
+    if amount == 0 or amount.adjusted() >= -4:
+        return round6(amount)
+    return amount.quantize(Decimal(1).scaleb(amount.adjusted() - 2), rounding=ROUND_HALF_EVEN, context=_ROUND)
+
+
+def cost_text(row: Mapping[str, Any], *, none: str) -> str:
+    """A row's COST USD as read; ``none`` when every call was unpriced (its cost is unknown, not 0)."""
+    if row["calls"] and row["unpriced_calls"] == row["calls"]:
+        return none
+    return plain(readable_usd(usd(row["cost_micro_usd"])))
+
+
 def figures(totals: Totals) -> dict[str, Any]:
     return {
         "calls": totals.calls,
@@ -459,7 +473,7 @@ def render_text(report: Report) -> str:
     if not report.total.calls:
         lines.append("no usage recorded")
         return "\n".join(lines)
-    rows = [*report.rows(), report.total_row()]
+    rows = [{**row, "cost_usd": cost_text(row, none="-")} for row in [*report.rows(), report.total_row()]]
     lines.append(render_table(rows, table_columns(report.group_by)))
     lines.append(f"price book versions: {', '.join(report.versions) or '-'}")
     if report.total.unpriced_calls:
@@ -481,7 +495,7 @@ def render_csv(report: Report) -> str:
         for name in CSV_FIELDS:
             value = row[name]
             if name == "cost_usd":
-                value = plain(usd6(row["cost_micro_usd"]))
+                value = cost_text(row, none="")
             elif name == "price_book_versions":
                 value = ";".join(value)
             elif isinstance(value, Decimal):
@@ -631,11 +645,12 @@ examples:
   bedrock-spend report reconcile --from last-month       # ledger vs AWS/Bedrock metrics
 
 {RANGE_HELP}
-COST USD is what priced calls cost (exact micro-USD / 1e6, six decimals; JSON keeps the
-exact strings cost_micro_usd and cost_usd). Calls without a price are counted in
-UNPRICED CALLS / UNPRICED TOKENS, never as $0. TOTAL sums every group. The price book
-versions that priced the calls are listed after the table (CSV: price_book_versions, ";"
-separated). --html writes one self-contained page (chart of daily cost by principal,
+COST USD is what priced calls cost (exact micro-USD / 1e6, six decimals, or three
+significant digits for smaller sums; JSON keeps the exact strings cost_micro_usd and
+cost_usd); "-" (CSV: empty) when every call of the row was unpriced. Calls without a
+price are counted in UNPRICED CALLS / UNPRICED TOKENS, never as $0. TOTAL sums every
+group. The price book versions that priced the calls are listed after the table (CSV:
+price_book_versions, ";" separated). --html writes one self-contained page (chart of daily cost by principal,
 cost by model, and the table) that opens offline; the usual output still goes to stdout.
 Reads with Query only: GSI1 once per day, or the principal's records with --principal.
 """,

@@ -147,7 +147,11 @@ def expected(records: list[UsageRecord], by: list[str]) -> dict[tuple[str, ...],
 
 
 def six(micro: Decimal) -> str:
-    return str((micro / Decimal(1_000_000)).quantize(Decimal("0.000001")))
+    # Six decimals; a sum below $0.0001 keeps three significant digits instead of rounding away.
+    usd = micro / Decimal(1_000_000)
+    if usd == 0 or usd >= Decimal("0.0001"):
+        return str(usd.quantize(Decimal("0.000001")))
+    return format(usd.quantize(Decimal(1).scaleb(usd.adjusted() - 2)), "f")
 
 
 @pytest.fixture
@@ -323,6 +327,17 @@ def test_an_unpriced_call_is_never_folded_into_the_cost(run: Run, ledger: Ledger
     [alice] = [row for row in result.json()["rows"] if row["principal"] == "User::alice"]
     assert (alice["calls"], alice["unpriced_calls"], alice["cost_micro_usd"]) == (1, 1, "0")
     assert alice["unpriced_tokens"] == 407 + 43 + 1 + 1
+
+
+def test_a_row_of_unpriced_calls_shows_no_cost(run: Run, ledger: Ledger) -> None:
+    # alice's only call on the 16th is unpriced: no cost figure, not 0.000000.
+    day = ("--from", "2026-01-16", "--to", "2026-01-16", "--by", "principal")
+    table = run("report", *day).out.splitlines()
+    [alice] = [line.split() for line in table if line.startswith("User::alice")]
+    assert alice[7] == "-"
+    rows = list(csv.DictReader(io.StringIO(run("report", *day, "--format", "csv").out)))
+    [alice_csv] = [row for row in rows if row["principal"] == "User::alice"]
+    assert alice_csv["cost_usd"] == "" and alice_csv["unpriced_calls"] == "1"
 
 
 def test_the_range_includes_both_days_and_nothing_outside(run: Run, ledger: Ledger) -> None:

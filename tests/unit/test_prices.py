@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend.model_ids import ModelKind, ModelRef
+from bedrock_spend.model_ids import ModelKind, ModelRef, parse_model_id
 from bedrock_spend.prices import DEFAULT_BOOK_PATH, Cost, PriceBook, load_price_book
-from bedrock_spend.usage import Usage
+from bedrock_spend.usage import StreamUsage, Usage, usage_from_invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "scripts" / "generate_prices.py"
@@ -173,6 +173,147 @@ def test_lookup_never_guesses(model_id: str) -> None:
     assert load_price_book().lookup(model_id) is None
 
 
+# --- id resolution: every id form Bedrock accepts lands on exactly one entry ---
+
+
+@cache
+def catalogue_inputs() -> Any:
+    return generator().load_inputs()
+
+
+def known_ids() -> list[str]:
+    """Every id the catalogue names (keys and match literals), the overrides list, and the book."""
+    gen, inputs = generator(), catalogue_inputs()
+    ids: set[str] = set()
+    for model in inputs.aws_models:
+        key = gen.split_catalogue_id(model.id.lower())[1]
+        ids |= {key, *gen.alias_candidates(model, key)}
+    for group in json.loads(inputs.overrides_bytes).get("model_ids", []):
+        ids |= set(group["ids"])
+    book = raw_book()
+    return sorted(ids | set(book["aliases"]) | set(book["models"]))
+
+
+def id_forms(model_id: str) -> list[str]:
+    return [
+        model_id,
+        f"us.{model_id}",
+        f"global.{model_id}",
+        f"arn:aws:bedrock:us-east-1::foundation-model/{model_id}",
+        f"arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.{model_id}",
+    ]
+
+
+def test_the_id_walk_covers_the_catalogue_and_the_book() -> None:
+    assert len(known_ids()) >= 220
+
+
+@pytest.mark.parametrize("model_id", known_ids())
+def test_every_known_id_resolves_to_one_entry_in_every_form(model_id: str) -> None:
+    book = load_price_book()
+    # The catalogue's own match rules (any scope form) name at most one entry, and it is ours.
+    matched = generator().catalogue_keys(catalogue_inputs().aws_models, model_id)
+    assert len(matched) <= 1, matched
+    for form in id_forms(model_id):
+        entry = book.lookup(parse_model_id(form).base_model or "")
+        assert entry is not None, form
+        assert not matched or {entry.model_id} == matched, form
+
+
+@pytest.mark.parametrize(
+    ("model_id", "expected"),
+    [
+        ("anthropic.claude-opus-4-5-20251101-v1:0", "anthropic.claude-opus-4-5-v1:0"),
+        ("anthropic.claude-opus-4-5-20251101-v1", "anthropic.claude-opus-4-5-v1:0"),
+        ("anthropic.claude-sonnet-4-6", "anthropic.claude-sonnet-4-6-v1:0"),
+        ("openai.gpt-oss-120b", "openai.gpt-oss-120b-1:0"),
+        ("openai.gpt-oss-20b", "openai.gpt-oss-20b-1:0"),
+    ],
+)
+def test_documented_ids_resolve(model_id: str, expected: str) -> None:
+    entry = load_price_book().lookup(model_id)
+
+    assert entry is not None and entry.model_id == expected
+
+
+def test_generator_refuses_a_documented_id_the_catalogue_does_not_match() -> None:
+    gen = generator()
+    inputs = gen.load_inputs()
+    overrides = json.loads(inputs.overrides_bytes)
+    overrides["model_ids"].append({"ids": ["acme.unknown-v1:0"], "source": "test"})
+    inputs.overrides_bytes = json.dumps(overrides).encode()
+
+    with pytest.raises(gen.GenerationError, match=r"acme\.unknown-v1:0"):
+        gen.build_book(inputs)
+
+
+def test_generator_refuses_an_alias_without_a_source() -> None:
+    gen = generator()
+    inputs = gen.load_inputs()
+    overrides = json.loads(inputs.overrides_bytes)
+    overrides["aliases"]["acme.other"] = {"model": HAIKU_3}
+    inputs.overrides_bytes = json.dumps(overrides).encode()
+
+    with pytest.raises(gen.GenerationError, match="source"):
+        gen.build_book(inputs)
+
+
+def test_generator_refuses_a_long_context_that_leaves_a_part_unpriced() -> None:
+    gen = generator()
+    inputs = gen.load_inputs()
+    overrides = json.loads(inputs.overrides_bytes)
+    overrides["models"][LLAMA3_8B] = {
+        "prices": {"long_context": {"above_input_tokens": 1000, "input": "1"}},
+        "source": "test",
+    }
+    inputs.overrides_bytes = json.dumps(overrides).encode()
+
+    with pytest.raises(gen.GenerationError, match="every part"):
+        gen.build_book(inputs)
+
+
+# --- long context on streams: the threshold counts cache reads and writes as AWS does ---
+
+
+def _long_context_stream(kind: str) -> Usage:
+    stream = StreamUsage(parse_model_id(f"global.{SONNET_45}"))
+    if kind == "invoke":
+        stream.feed_chunk({"type": "message_start", "message": {"usage": {"input_tokens": 150_000}}})
+        metrics = {"inputTokenCount": 150_000, "outputTokenCount": 1000, "cacheReadInputTokenCount": 60_000}
+        stream.feed_chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics})
+    else:
+        usage = {"inputTokens": 150_000, "outputTokens": 1000, "cacheReadInputTokens": 60_000}
+        stream.feed_converse_event("metadata", {"usage": usage})
+    return stream.usage()
+
+
+@pytest.mark.parametrize("kind", ["invoke", "converse"])
+def test_a_streamed_long_context_call_is_billed_at_the_tier(kind: str) -> None:
+    usage = _long_context_stream(kind)
+
+    cost = load_price_book().price(usage, parse_model_id(f"global.{SONNET_45}"), region="us-east-1")
+
+    # 150000 + 60000 read = 210000 > 200K: 150000 x $6/M + 60000 x $0.60/M + 1000 x $22.50/M
+    assert (cost.input, cost.cache_read, cost.output) == (900_000, 36_000, 22_500)
+    assert cost.total == Decimal("958500")
+
+
+# --- embeddings ---
+
+
+@pytest.mark.parametrize("model_id", ["cohere.embed-english-v3", "us.cohere.embed-multilingual-v3"])
+def test_an_embedding_call_with_an_output_count_header_is_priced_on_input(model_id: str) -> None:
+    body = b'{"embeddings": [[0.1]], "id": "e", "response_type": "embeddings_floats", "texts": ["hi"]}'
+    headers = {"x-amzn-bedrock-input-token-count": "21", "x-amzn-bedrock-output-token-count": "34"}
+    usage = usage_from_invoke(parse_model_id(model_id), body, headers)
+
+    cost = load_price_book().price(usage, parse_model_id(model_id), region="us-east-1")
+
+    # 21 x $0.10/M = 2.1 micro-USD; the output count is not billed
+    assert cost.priced, cost.reason
+    assert (cost.input, cost.output, cost.total) == (Decimal("2.1"), 0, Decimal("2.1"))
+
+
 # --- the rounding rule and exactness ---
 
 
@@ -239,15 +380,18 @@ def test_a_million_identical_calls_sum_to_one_call_times_a_million() -> None:
             total = exact.add(total, cost.total)
 
         assert total == exact.multiply(cost.total, Decimal(1_000_000))
-    # Without multipliers a million calls also cost what one call a million times as big costs.
+    # Without multipliers a million calls also cost what one call a million times as big costs
+    # (on a model without a long-context tier: above 200K, Sonnet 4.5 changes rate on purpose).
+    flat = "anthropic.claude-3-7-sonnet-20250219-v1:0"
     big = Usage(
         input_tokens=1234 * 10**6,
         output_tokens=567 * 10**6,
         cache_read_tokens=89 * 10**6,
         cache_write_5m_tokens=10**7,
     )
-    one = book.price(usage, ref(SONNET_45, "us"), region="us-east-1")
-    assert book.price(big, ref(SONNET_45, "us"), region="us-east-1").total == exact.multiply(
+    one = book.price(usage, ref(flat, "us"), region="us-east-1")
+    assert one.priced and one.cache_write > 0
+    assert book.price(big, ref(flat, "us"), region="us-east-1").total == exact.multiply(
         one.total, Decimal(10**6)
     )
 

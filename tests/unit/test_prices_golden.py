@@ -25,6 +25,7 @@ HAIKU_3 = "anthropic.claude-3-haiku-20240307-v1:0"
 HAIKU_35 = "anthropic.claude-3-5-haiku-20241022-v1:0"
 SONNET_4 = "anthropic.claude-sonnet-4-20250514-v1:0"
 SONNET_45 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+OPUS_45_DATED = "anthropic.claude-opus-4-5-20251101-v1:0"  # Bedrock's id; the catalogue keys it undated
 HAIKU_45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
 NOVA_MICRO = "amazon.nova-micro-v1:0"
 NOVA_LITE = "amazon.nova-lite-v1:0"
@@ -45,6 +46,7 @@ COHERE_EMBED_EN = "cohere.embed-english-v3"
 COHERE_EMBED_ML = "cohere.embed-multilingual-v3"
 GPT_OSS_120B = "openai.gpt-oss-120b-1:0"
 GPT_OSS_20B = "openai.gpt-oss-20b-1:0"
+GPT_OSS_120B_MANTLE = "openai.gpt-oss-120b"  # the name on Bedrock Mantle's OpenAI-compatible API
 DEEPSEEK_R1 = "deepseek.r1-v1:0"
 JAMBA_LARGE = "ai21.jamba-1-5-large-v1:0"
 JAMBA_MINI = "ai21.jamba-1-5-mini-v1:0"
@@ -146,6 +148,42 @@ GOLDEN: list[Golden] = [
     Golden("sonnet-4.5 global. cache write 1h", geo("global", SONNET_45), tokens(100, 100, write_1h=20_000), "0.1218"),
     # 10000 1h-write x $6.60/M + 10000 5m-write x $4.125/M = $0.066 + $0.04125 = $0.10725
     Golden("sonnet-4.5 us. 1h + 5m writes", geo("us", SONNET_45), tokens(0, 0, write_5m=10_000, write_1h=10_000), "0.10725"),
+    # --- Long context (more than 200K input tokens, cache reads and writes counted): every part at the tier ---
+    # Sonnet 4.5 global tier $6 / $22.50: 250000 x $6/M + 10000 x $22.50/M = $1.50 + $0.225 = $1.725
+    Golden("sonnet-4.5 global. long context", geo("global", SONNET_45), tokens(250_000, 10_000), "1.725"),
+    # regional tier $6.60 / $24.75: 250000 x $6.60/M + 10000 x $24.75/M = $1.65 + $0.2475 = $1.8975
+    Golden("sonnet-4.5 us. long context (+10%)", geo("us", SONNET_45), tokens(250_000, 10_000), "1.8975"),
+    # same arithmetic in-Region
+    Golden("sonnet-4.5 base id long context", base(SONNET_45), tokens(250_000, 10_000), "1.8975"),
+    # 50000 + 120000 read + 40000 write = 210000 > 200K: 50000 x $6 + 120000 x $0.60 + 40000 x $7.50 + 1000 x $22.50 (/M) = $0.30 + $0.072 + $0.30 + $0.0225 = $0.6945
+    Golden("sonnet-4.5 global. long context from cache", geo("global", SONNET_45), tokens(50_000, 1000, read=120_000, write_5m=40_000), "0.6945"),
+    # exactly 200000 input is not above the threshold: 200000 x $3/M + 1000 x $15/M = $0.60 + $0.015 = $0.615
+    Golden("sonnet-4.5 global. 200000 input: base rate", geo("global", SONNET_45), tokens(200_000, 1000), "0.615"),
+    # one more: 200001 x $6/M + 1000 x $22.50/M = $1.200006 + $0.0225 = $1.222506
+    Golden("sonnet-4.5 global. 200001 input: long context", geo("global", SONNET_45), tokens(200_001, 1000), "1.222506"),
+    # 10000 + 200000 1h writes = 210000: 10000 x $6.60/M + 200000 x $13.20/M = $0.066 + $2.64 = $2.706
+    Golden("sonnet-4.5 us. long context 1h writes", geo("us", SONNET_45), tokens(10_000, 0, write_1h=200_000), "2.706"),
+    # priority x1.75 on the tier: $1.725 x 1.75 = $3.01875
+    Golden("sonnet-4.5 global. long context priority", geo("global", SONNET_45), tokens(250_000, 10_000), "3.01875", tier="priority"),
+    # Sonnet 4 tier $6 / $22.50 in every scope: 300000 x $6/M + 5000 x $22.50/M = $1.80 + $0.1125 = $1.9125
+    Golden("sonnet-4 us. long context", geo("us", SONNET_4), tokens(300_000, 5000), "1.9125"),
+    # same arithmetic for global.
+    Golden("sonnet-4 global. long context", geo("global", SONNET_4), tokens(300_000, 5000), "1.9125"),
+    # 150000 + 100000 read = 250000: 150000 x $6/M + 100000 x $0.60/M + 2000 x $22.50/M = $0.90 + $0.06 + $0.045 = $1.005
+    Golden("sonnet-4 base id long context from cache", base(SONNET_4), tokens(150_000, 2000, read=100_000), "1.005"),
+    # --- Claude Opus 4.5 under Bedrock's dated id: global $5 / $25, regional $5.50 / $27.50 ---
+    # 1000 x $5/M + 1000 x $25/M = $0.005 + $0.025 = $0.03
+    Golden("opus-4.5 dated global.", geo("global", OPUS_45_DATED), tokens(1000, 1000), "0.03"),
+    # 1000 x $5.50/M + 1000 x $27.50/M = $0.0055 + $0.0275 = $0.033
+    Golden("opus-4.5 dated us.", geo("us", OPUS_45_DATED), tokens(1000, 1000), "0.033"),
+    # same arithmetic
+    Golden("opus-4.5 dated base id", base(OPUS_45_DATED), tokens(1000, 1000), "0.033"),
+    # same arithmetic
+    Golden("opus-4.5 dated foundation-model ARN", fm_arn(OPUS_45_DATED), tokens(1000, 1000), "0.033"),
+    # same arithmetic
+    Golden("opus-4.5 dated inference-profile ARN", profile_arn("eu", OPUS_45_DATED, "eu-west-1"), tokens(1000, 1000), "0.033", region="eu-west-1"),
+    # global rate through a global. profile ARN: $0.03
+    Golden("opus-4.5 dated global. profile ARN", profile_arn("global", OPUS_45_DATED), tokens(1000, 1000), "0.03"),
     # --- Claude Haiku 4.5: global $1 / $5; regional $1.10 / $5.50 ---
     # 2000 x $1/M + 1000 x $5/M = $0.002 + $0.005 = $0.007
     Golden("haiku-4.5 global.", geo("global", HAIKU_45), tokens(2000, 1000), "0.007"),
@@ -219,6 +257,8 @@ GOLDEN: list[Golden] = [
     # --- other providers ---
     # gpt-oss-120b $0.00015 / $0.0006 per 1K: 1000 x $0.15/M + 2000 x $0.60/M = $0.00015 + $0.0012 = $0.00135
     Golden("gpt-oss-120b", base(GPT_OSS_120B), tokens(1000, 2000), "0.00135"),
+    # Bedrock Mantle's name for the same model: $0.00135
+    Golden("gpt-oss-120b Mantle name", base(GPT_OSS_120B_MANTLE), tokens(1000, 2000), "0.00135"),
     # flex 0.5x: $0.00135 / 2 = $0.000675
     Golden("gpt-oss-120b flex tier", base(GPT_OSS_120B), tokens(1000, 2000), "0.000675", tier="flex"),
     # gpt-oss-20b $0.00007 / $0.0003 per 1K: 10000 x $0.07/M + 10000 x $0.30/M = $0.0007 + $0.003 = $0.0037
