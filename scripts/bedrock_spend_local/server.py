@@ -320,6 +320,9 @@ class LocalStack:
                 access_log=False,
                 lifespan="auto",
                 timeout_graceful_shutdown=2,
+                # h11 refuses request heads over 16 KB by dropping the connection, which a client
+                # still sending its body may see as a reset: let the gateway judge large heads.
+                h11_max_incomplete_event_size=1024 * 1024,
             )
         )
         self._server = server
