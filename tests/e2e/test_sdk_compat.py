@@ -119,15 +119,23 @@ def billed_last(stack: LocalStack, before: int) -> dict[str, Any]:
     return billed
 
 
-@pytest.mark.parametrize("prefix", ["/openai/v1", "/mantle/v1"])
+# Each case starts a client process; the default suite runs one of each kind, test-slow the rest.
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
-    ("api", "stream", "include_usage"),
+    ("prefix", "api", "stream", "include_usage"),
     [
-        ("chat", False, None),
-        ("chat", True, True),
-        ("chat", True, False),
-        ("responses", False, None),
-        ("responses", True, None),
+        ("/openai/v1", "chat", False, None),
+        ("/mantle/v1", "chat", True, False),
+        ("/openai/v1", "responses", True, None),
+        pytest.param("/openai/v1", "chat", True, True, marks=_SLOW),
+        pytest.param("/openai/v1", "chat", True, False, marks=_SLOW),
+        pytest.param("/openai/v1", "responses", False, None, marks=_SLOW),
+        pytest.param("/mantle/v1", "chat", False, None, marks=_SLOW),
+        pytest.param("/mantle/v1", "chat", True, True, marks=_SLOW),
+        pytest.param("/mantle/v1", "responses", False, None, marks=_SLOW),
+        pytest.param("/mantle/v1", "responses", True, None, marks=_SLOW),
     ],
 )
 def test_the_openai_sdk_works_unchanged_and_every_call_is_metered(
