@@ -389,7 +389,12 @@ def readable_usd(amount: Decimal) -> Decimal:
     """Six decimals, or three significant digits where that takes more (never a bare 0.000000)."""
     if amount == 0 or amount.adjusted() >= -4:
         return round6(amount)
-    return amount.quantize(Decimal(1).scaleb(amount.adjusted() - 2), rounding=ROUND_HALF_EVEN, context=_ROUND)
+    three = amount.quantize(
+        Decimal(1).scaleb(amount.adjusted() - 2), rounding=ROUND_HALF_EVEN, context=_ROUND
+    )
+    # No padding zeros past the sixth decimal: 0.000029, not 0.0000290.
+    digits = format(three, "f").rstrip("0").partition(".")[2]
+    return three.quantize(Decimal(1).scaleb(-max(len(digits), 6)), context=_ROUND)
 
 
 def cost_text(row: Mapping[str, Any], *, none: str) -> str:

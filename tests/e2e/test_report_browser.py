@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from bedrock_spend_cli.report_cmd import readable_usd
 from bedrock_spend_cli.report_html import PALETTE
 from bedrock_spend_local.server import LocalStack
 from tests.e2e.conftest import Reply, aws_client, cli, emulator_billed, http, mint_key
@@ -134,8 +135,8 @@ def test_the_report_by_principal_and_model_prints_the_ledgers_exact_totals(
             [line] = [
                 line for line in table.splitlines() if line.startswith(f"{principal}  ") and model in line
             ]
-            cost = (want["cost"] / Decimal(1_000_000)).quantize(Decimal("0.000001"))
-            assert line.split()[2] == str(want["calls"]) and line.split()[8] == str(cost)
+            cost = readable_usd(want["cost"] / Decimal(1_000_000))
+            assert line.split()[2] == str(want["calls"]) and line.split()[8] == format(cost, "f")
 
     code, text = cli(stack, "report", *RANGE, "--by", "principal,model", "--format", "csv")
     assert code == 0
