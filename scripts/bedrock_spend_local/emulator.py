@@ -1410,6 +1410,28 @@ class BedrockEmulator:
             return _json_reply(200, {"queued": self.faults()[-1]}, request_id)
         raise unknown_route(method, path)
 
+    def _begin(
+        self,
+        operation: str,
+        model_id: str,
+        request: JsonDict,
+        prompt: Any,
+        request_id: str,
+        started: float,
+        headers: Mapping[str, str],
+    ) -> _Call:
+        """A call with its options (directives in ``prompt``, queued faults), after its latency;
+        raises the injected error, if any."""
+        raw_options = directives_in(request_texts(prompt))
+        raw_options.update(self._take_fault(model_id, operation))
+        call = _Call(operation, model_id, request, request_id, started, headers, parse_options(raw_options))
+        delay_ms = self.default_latency_ms + call.options.latency_ms
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        if call.options.error:
+            raise _injected_error(call.options, model_id)
+        return call
+
     def _model_call(
         self,
         action: str,
@@ -1424,14 +1446,7 @@ class BedrockEmulator:
         request = _json_object(body)
         if operation == "CountTokens":
             request = _count_tokens_input(request)
-        raw_options = directives_in(request_texts(request))
-        raw_options.update(self._take_fault(model_id, operation))
-        call = _Call(operation, model_id, request, request_id, started, headers, parse_options(raw_options))
-        delay_ms = self.default_latency_ms + call.options.latency_ms
-        if delay_ms:
-            time.sleep(delay_ms / 1000)
-        if call.options.error:
-            raise _injected_error(call.options, model_id)
+        call = self._begin(operation, model_id, request, request, request_id, started, headers)
         if call.options.disconnect and operation not in ("InvokeModelWithResponseStream", "ConverseStream"):
             return Reply(0, [], disconnect=True)
         family = model_family(model_id)
@@ -1581,14 +1596,7 @@ class BedrockEmulator:
         if not isinstance(model_id, str) or not model_id:
             raise _validation("model: Field required (a model id string)")
         prompt = compat_prompt(operation, request)
-        raw_options = directives_in(request_texts(prompt))
-        raw_options.update(self._take_fault(model_id, operation))
-        call = _Call(operation, model_id, request, request_id, started, headers, parse_options(raw_options))
-        delay_ms = self.default_latency_ms + call.options.latency_ms
-        if delay_ms:
-            time.sleep(delay_ms / 1000)
-        if call.options.error:
-            raise _injected_error(call.options, model_id)
+        call = self._begin(operation, model_id, request, prompt, request_id, started, headers)
         streaming = request.get("stream") is True and operation != "CountTokens"
         if call.options.disconnect and not streaming:
             return Reply(0, [], disconnect=True)
