@@ -116,6 +116,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import contextlib
 import copy
 import hashlib
 import json
@@ -130,7 +131,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from types import FrameType, TracebackType
@@ -1241,6 +1242,9 @@ class BedrockEmulator:
         self._billed: collections.deque[JsonDict] = collections.deque(maxlen=MAX_TALLY)
         self._cache = PromptCache()
         self._faults: list[_FaultRule] = []
+        # Calls being answered (latency included): billed once they are through.
+        self._in_progress = 0
+        self._quiet = threading.Condition()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -1294,8 +1298,14 @@ class BedrockEmulator:
         with self._lock:
             return copy.deepcopy(list(self._billed))
 
-    def reset(self) -> None:
-        """Forget the tally, the prompt cache and the fault rules."""
+    def reset(self, wait_seconds: float = 10.0) -> None:
+        """Forget the tally, the prompt cache and the fault rules.
+
+        Calls still being answered (a client that gave up on a slow one, say) finish first, so
+        they are not billed into the next tally.
+        """
+        with self._quiet:
+            self._quiet.wait_for(lambda: self._in_progress == 0, timeout=wait_seconds)
         with self._lock:
             self._billed.clear()
             self._cache.clear()
@@ -1377,10 +1387,11 @@ class BedrockEmulator:
         self, action: str, raw_model: str, headers: Mapping[str, str], body: bytes, request_id: str
     ) -> Reply:
         started = time.monotonic()
-        try:
-            return self._model_call(action, raw_model, headers, body, request_id, started)
-        except BedrockApiError as error:
-            return error_reply(error, request_id)
+        with self._answering():
+            try:
+                return self._model_call(action, raw_model, headers, body, request_id, started)
+            except BedrockApiError as error:
+                return error_reply(error, request_id)
 
     def handle_control(self, method: str, path: str, body: bytes, request_id: str) -> Reply:
         try:
@@ -1562,10 +1573,22 @@ class BedrockEmulator:
     ) -> Reply:
         api = "anthropic" if path.startswith("/anthropic/") else "openai"
         started = time.monotonic()
+        with self._answering():
+            try:
+                return self._compat_call(api, method, path.rstrip("/"), headers, body, request_id, started)
+            except BedrockApiError as error:
+                return compat_error_reply(api, error, request_id)
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        with self._quiet:
+            self._in_progress += 1
         try:
-            return self._compat_call(api, method, path.rstrip("/"), headers, body, request_id, started)
-        except BedrockApiError as error:
-            return compat_error_reply(api, error, request_id)
+            yield
+        finally:
+            with self._quiet:
+                self._in_progress -= 1
+                self._quiet.notify_all()
 
     def _compat_call(
         self,
