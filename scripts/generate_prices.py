@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ CATALOGUE_PARTS = {f"{part}_mtok": part for part in PARTS}
 # Priced by the catalogue but not in Usage: such models are marked unmetered, never half-priced.
 UNMETERED_KEYS = {"input_audio_mtok": "input_audio", "output_audio_mtok": "output_audio"}
 PRICE_SETS = ("prices", "global", "latency_optimized")
+# Non-token units an override may carry (decimal strings; see docs/prices.md). The runtime ignores
+# them until metering reads them; the book and the coverage test already do.
+UNIT_KEYS = ("queries", "video_seconds", "audio", "input_images", "input_media_seconds")
+UNITS = {
+    "tokens": "USD per 1,000,000 tokens",
+    "images": "USD per image",
+    "queries": "USD per query (AWS bills rerank per 1,000 queries; one query holds up to 100 documents)",
+    "video_seconds": "USD per second of generated video, by resolution ('*' = any)",
+    "audio": "USD per 1,000,000 speech tokens (input, output); text tokens stay in prices",
+    "input_images": "USD per input image",
+    "input_media_seconds": "USD per second of input media (video, audio)",
+}
 LONG_CONTEXT = "long_context"
 THRESHOLD = "above_input_tokens"
 # Geo prefixes seen in catalogue match rules, stripped when deriving aliases: Bedrock's own
@@ -234,7 +247,7 @@ def merge_overrides(entries: dict[str, dict[str, Any]], overrides: Mapping[str, 
         source = override.get("source")
         if not isinstance(source, str) or not source:
             raise GenerationError(f"{where}: every override needs a source")
-        unknown = set(override) - {"name", "source", "regions", "images", *PRICE_SETS}
+        unknown = set(override) - {"name", "source", "regions", "images", *PRICE_SETS, *UNIT_KEYS}
         if unknown:
             raise GenerationError(f"{where}: unknown fields {sorted(unknown)}")
         entry = entries.setdefault(key, {"sources": []})
@@ -254,6 +267,9 @@ def merge_overrides(entries: dict[str, dict[str, Any]], overrides: Mapping[str, 
             entry.setdefault("regions", {})[region] = checked_parts(parts, f"{where} {region}")
         if "images" in override:
             entry["images"] = checked_images(override["images"], where)
+        for unit in UNIT_KEYS:
+            if unit in override:
+                entry[unit] = checked_unit(unit, override[unit], f"{where} {unit}")
 
 
 def checked_parts(parts: Mapping[str, Any], where: str, *, tiered: bool = False) -> dict[str, Any]:
@@ -283,6 +299,27 @@ def checked_images(images: Mapping[str, Any], where: str) -> dict[str, str]:
         if not flat and not (width.isdigit() and height.isdigit() and quality.isalpha()):
             raise GenerationError(f"{where}: image variant {variant!r} is not 'WxH/quality' or '*'")
     return {variant: fmt(price(value, f"{where} {variant}")) for variant, value in images.items()}
+
+
+UNIT_PARTS: dict[str, set[str] | None] = {
+    "video_seconds": None,  # resolution names ("720p") or "*"
+    "audio": {"input", "output"},
+    "input_media_seconds": {"video", "audio"},
+}
+
+
+def checked_unit(unit: str, value: Any, where: str) -> Any:
+    """A flat unit price (``queries``, ``input_images``) or a map of named prices."""
+    allowed = UNIT_PARTS.get(unit, set())
+    if allowed == set():
+        return fmt(price(value, where))
+    if not isinstance(value, Mapping) or not value:
+        raise GenerationError(f"{where}: must map names to prices")
+    for name in value:
+        valid = name in allowed if allowed is not None else (name == "*" or re.fullmatch(r"[0-9]+p", name))
+        if not valid:
+            raise GenerationError(f"{where}: unknown part {name!r}")
+    return {name: fmt(price(v, f"{where} {name}")) for name, v in value.items()}
 
 
 # --- documented model ids ---
@@ -455,7 +492,7 @@ def build_aliases(
 
 
 def check_entry(key: str, entry: Mapping[str, Any]) -> None:
-    if not any(name in entry for name in ("prices", "global", "images")):
+    if not any(name in entry for name in ("prices", "global", "images", *UNIT_KEYS)):
         raise GenerationError(f"{key}: no price at all")
     entry["sources"].sort()
 
@@ -494,7 +531,7 @@ def build_book(inputs: Inputs) -> tuple[dict[str, Any], list[str]]:
     book: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "currency": "USD",
-        "units": {"tokens": "USD per 1,000,000 tokens", "images": "USD per image"},
+        "units": dict(UNITS),
         "inputs": {"genai_prices": inputs.genai_prices_version, "overrides_sha256": overrides_hash},
         "discount_percent": fmt(percent),
         "service_tiers": service_tiers(overrides),
