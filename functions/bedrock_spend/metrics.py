@@ -16,6 +16,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
+from bedrock_spend.parts import PARTS, Part
+from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import UsageRecord
 
 logger = Logger(child=True)
@@ -31,17 +33,17 @@ MICRO = Decimal(1_000_000)
 # metrics are kept per pair; the rest are per model, and the cost by part rides along in the
 # EMF line as properties (Logs Insights can query them), and exactly in the ledger.
 CALL_DIMENSIONS = ("PrincipalId", "ModelId")
+# Each billed part's metric (parts.py) is per pair only where the table says so.
+_PAIR_PARTS = tuple(part for part in PARTS if part.metric and part.metric_per_principal)
+_MODEL_PARTS = tuple(part for part in PARTS if part.metric and not part.metric_per_principal)
 CALL_METRICS: dict[str, MetricUnit] = {
     "Invocations": MetricUnit.Count,
-    "InputTokensUsed": MetricUnit.Count,
-    "OutputTokensUsed": MetricUnit.Count,
+    **{str(part.metric): MetricUnit.Count for part in _PAIR_PARTS},
     "TotalCost": MetricUnit.NoUnit,
 }
 MODEL_DIMENSIONS = ("ModelId",)
 MODEL_METRICS: dict[str, MetricUnit] = {
-    "CacheReadTokensUsed": MetricUnit.Count,
-    "CacheWriteTokensUsed": MetricUnit.Count,
-    "ImagesGenerated": MetricUnit.Count,
+    **{str(part.metric): MetricUnit.Count for part in _MODEL_PARTS},
     "UnpricedInvocations": MetricUnit.Count,
 }
 ERROR_DIMENSIONS = ("ErrorType",)
@@ -84,35 +86,34 @@ def _dollars(micro_usd: Decimal) -> float:
     return float(micro_usd / MICRO)
 
 
+def _reported(usage: Usage, part: Part) -> int | None:
+    """The part's count; None when it is a single count that was not reported."""
+    if len(part.counts) == 1 and part.counts[0].optional:
+        value: int | None = getattr(usage, part.counts[0].field)
+        return value
+    return usage.total(part)
+
+
 def emit_call(record: UsageRecord) -> None:
     usage, cost = record.usage, record.cost
     per_pair: list[tuple[str, MetricUnit, float]] = [("Invocations", MetricUnit.Count, 1)]
-    per_pair += [
-        (name, MetricUnit.Count, count)
-        for name, count in (
-            ("InputTokensUsed", usage.input_tokens),
-            ("OutputTokensUsed", usage.output_tokens),
-        )
-        if count is not None
-    ]
+    for part in _PAIR_PARTS:
+        count = _reported(usage, part)
+        if count is not None:
+            per_pair.append((str(part.metric), MetricUnit.Count, count))
     # Properties, not dimensions: they tie each data point to its price book and ledger record
     # without multiplying the metric's identity.
     properties = {"PriceBookVersion": cost.price_book_version, "RequestId": record.request_id}
     if cost.priced:
         per_pair.append(("TotalCost", MetricUnit.NoUnit, _dollars(cost.total)))
         properties.update(
-            InputTokensCost=str(_dollars(cost.input)),
-            OutputTokensCost=str(_dollars(cost.output)),
-            CacheReadTokensCost=str(_dollars(cost.cache_read)),
-            CacheWriteTokensCost=str(_dollars(cost.cache_write)),
+            {part.cost_property: str(_dollars(cost.of(part))) for part in PARTS if part.cost_property}
         )
     _emit({"PrincipalId": record.principal_id, "ModelId": record.model_id}, per_pair, properties)
     per_model = [
         (name, MetricUnit.Count, float(count))
         for name, count in (
-            ("CacheReadTokensUsed", usage.cache_read_tokens),
-            ("CacheWriteTokensUsed", usage.cache_write_tokens),
-            ("ImagesGenerated", usage.images),
+            *((str(part.metric), usage.total(part)) for part in _MODEL_PARTS),
             # Never a silent $0: an unpriced call has no cost metric, only this count.
             ("UnpricedInvocations", 0 if cost.priced else 1),
         )

@@ -14,35 +14,81 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bedrock_spend.model_ids import ModelRef, family
+from bedrock_spend.parts import COUNTS, PARTS, Part
+
+_INDEX = {count.field: i for i, count in enumerate(COUNTS)}
+_TOTALS = {part.total: part for part in PARTS}
+_UNITS = tuple(_INDEX[c.field] for p in PARTS if not p.tokens for c in p.counts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, repr=False)
 class Usage:
-    """Billed quantities of one call. ``None`` means "not reported", never zero.
+    """Billed quantities of one call: a count per :data:`~bedrock_spend.parts.COUNTS` entry.
+
+    Read a count by its field name (``usage.cache_read_tokens``, ``usage.images``) or a part's
+    summed counts by its total (``usage.cache_write_tokens``); both are in the parts table.
+    ``input_tokens`` and ``output_tokens`` are ``None`` when not reported, never zero; every
+    other count is 0 when absent.
 
     ``input_tokens`` counts only non-cached input, as Bedrock bills it; cache reads and
     cache writes are separate parts (total input = input + cache_read + cache writes).
     """
 
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    images: int = 0
+    counts: tuple[int | None, ...]  # in COUNTS order
     # Image pricing variant, e.g. "1024x1024/standard"; None for token models.
-    image_variant: str | None = None
+    image_variant: str | None
     # Where the numbers came from: "anthropic", "nova", "headers", "converse", "stream", "none", ...
-    source: str = "none"
+    source: str
+
+    def __init__(
+        self, *, image_variant: str | None = None, source: str = "none", **counts: int | None
+    ) -> None:
+        unknown = set(counts) - set(_INDEX)
+        if unknown:
+            raise TypeError(f"Usage has no count {sorted(unknown)[0]!r}")
+        values = tuple(counts.get(c.field) if c.optional else counts.get(c.field) or 0 for c in COUNTS)
+        object.__setattr__(self, "counts", values)
+        object.__setattr__(self, "image_variant", image_variant)
+        object.__setattr__(self, "source", source)
 
     @property
-    def cache_write_tokens(self) -> int:
-        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+    def input_tokens(self) -> int | None:
+        return self.counts[_INDEX["input_tokens"]]
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self.counts[_INDEX["output_tokens"]]
+
+    def __getattr__(self, name: str) -> int:
+        """A count by its field name, or a part's counts summed by the part's total name."""
+        if name in _INDEX:
+            return self.counts[_INDEX[name]] or 0
+        part = _TOTALS.get(name)
+        if part is None:
+            raise AttributeError(f"Usage has no count {name!r}")
+        return sum(self.counts[_INDEX[c.field]] or 0 for c in part.counts)
+
+    def count(self, field: str) -> int:
+        """A count by its field name; 0 when not reported."""
+        return self.counts[_INDEX[field]] or 0
+
+    def total(self, part: Part) -> int:
+        return sum(self.counts[_INDEX[c.field]] or 0 for c in part.counts)
 
     @property
     def known(self) -> bool:
         """True when the call reported anything billable."""
-        return self.input_tokens is not None or self.output_tokens is not None or self.images > 0
+        return (
+            self.input_tokens is not None
+            or self.output_tokens is not None
+            or any(self.counts[i] for i in _UNITS)
+        )
+
+    def __repr__(self) -> str:
+        shown = [f"{c.field}={v!r}" for c, v in zip(COUNTS, self.counts, strict=True) if v or c.optional]
+        if self.image_variant is not None:
+            shown.append(f"image_variant={self.image_variant!r}")
+        return f"Usage({', '.join([*shown, f'source={self.source!r}'])})"
 
 
 # Anything above this is a corrupt or hostile value, not a token count.
@@ -86,7 +132,7 @@ class _Parts:
                 old = getattr(self, f.name)
                 setattr(self, f.name, new if old is None else max(old, new))
 
-    def to_usage(self, source: str, images: int = 0, image_variant: str | None = None) -> Usage:
+    def to_usage(self, source: str, image_variant: str | None = None, **units: int) -> Usage:
         write = self.cache_write or 0
         write_1h = min(self.cache_write_1h or 0, write)
         return Usage(
@@ -96,9 +142,9 @@ class _Parts:
             # Writes without a TTL breakdown (or beyond it) are 5-minute writes, the default TTL.
             cache_write_5m_tokens=write - write_1h,
             cache_write_1h_tokens=write_1h,
-            images=images,
             image_variant=image_variant,
             source=source,
+            **units,
         )
 
 
@@ -128,7 +174,7 @@ def usage_from_invoke(
         source = f"{fam}+headers" if from_headers else fam
     else:
         source = "headers" if from_headers else "none"
-    return parts.to_usage(source, images, variant)
+    return parts.to_usage(source, variant, images=images)
 
 
 def usage_from_converse(response: Mapping[str, Any]) -> Usage:

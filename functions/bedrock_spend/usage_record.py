@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from bedrock_spend.parts import COUNTS, PARTS, Part
 from bedrock_spend.prices import Cost
 from bedrock_spend.usage import Usage
 
@@ -69,12 +70,7 @@ class UsageRecord:
             "latency": self.latency,
             "streamError": self.stream_error,
             "usage": {
-                "inputTokens": usage.input_tokens,
-                "outputTokens": usage.output_tokens,
-                "cacheReadTokens": usage.cache_read_tokens,
-                "cacheWrite5mTokens": usage.cache_write_5m_tokens,
-                "cacheWrite1hTokens": usage.cache_write_1h_tokens,
-                "images": usage.images,
+                **{count.record: n for count, n in zip(COUNTS, usage.counts, strict=True)},
                 "imageVariant": usage.image_variant,
                 "source": usage.source,
             },
@@ -82,11 +78,7 @@ class UsageRecord:
                 "priced": cost.priced,
                 "reason": cost.reason,
                 "priceBookVersion": cost.price_book_version,
-                "inputMicroUsd": str(cost.input),
-                "outputMicroUsd": str(cost.output),
-                "cacheReadMicroUsd": str(cost.cache_read),
-                "cacheWriteMicroUsd": str(cost.cache_write),
-                "imagesMicroUsd": str(cost.images),
+                **{part.cost_record: str(cost.of(part)) for part in PARTS},
                 "totalMicroUsd": str(cost.total),
             },
         }
@@ -111,23 +103,21 @@ class UsageRecord:
             latency=data.get("latency"),
             stream_error=data.get("streamError"),
             usage=Usage(
-                input_tokens=u.get("inputTokens"),
-                output_tokens=u.get("outputTokens"),
-                cache_read_tokens=u.get("cacheReadTokens", 0),
-                cache_write_5m_tokens=u.get("cacheWrite5mTokens", 0),
-                cache_write_1h_tokens=u.get("cacheWrite1hTokens", 0),
-                images=u.get("images", 0),
                 image_variant=u.get("imageVariant"),
                 source=u.get("source", "none"),
+                **{count.field: u.get(count.record, None if count.optional else 0) for count in COUNTS},
             ),
-            cost=Cost(
-                priced=bool(c["priced"]),
+            cost=Cost.by_part(
+                bool(c["priced"]),
+                c["priceBookVersion"],
+                {part.name: _part_cost(part, u, c) for part in PARTS},
                 reason=c.get("reason"),
-                price_book_version=c["priceBookVersion"],
-                input=Decimal(c["inputMicroUsd"]),
-                output=Decimal(c["outputMicroUsd"]),
-                cache_read=Decimal(c["cacheReadMicroUsd"]),
-                cache_write=Decimal(c["cacheWriteMicroUsd"]),
-                images=Decimal(c["imagesMicroUsd"]),
             ),
         )
+
+
+def _part_cost(part: Part, usage: dict[str, Any], cost: dict[str, Any]) -> Decimal:
+    # A record without the part's cost or counts was written before the part existed: 0.
+    if part.cost_record not in cost and not any(count.record in usage for count in part.counts):
+        return Decimal(0)
+    return Decimal(cost[part.cost_record])
