@@ -66,12 +66,15 @@ Tally (``billed()``, ``GET /_emulator/billed``): one dict per billed call with `
 operation, model_id`` (as sent, decoded once), ``input_tokens`` (non-cached), ``output_tokens,
 cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, images, request_metadata`` (the
 raw ``X-Amzn-Bedrock-Request-Metadata`` string for invoke operations, the ``requestMetadata`` map
-for Converse), ``authorization_scheme`` (``Bearer``, ``AWS4-HMAC-SHA256`` or None) and ``error``
-(None, or the injected stream error), written just before the response is sent. A stream that
-ends in an injected error still bills all its input (cache read and write included) and the output
-words carried by the events sent before the error. Calls rejected before the model runs (injected
-or validation errors) and CountTokens are not billed. ``reset()`` / ``POST /_emulator/reset`` clears
-the tally, the prompt cache and the fault rules.
+for Converse), ``authorization_scheme`` (``Bearer``, ``AWS4-HMAC-SHA256`` or None), ``error``
+(None, or the injected stream error) and ``waited_ms`` (what the emulator slept for the call: its
+latency, then each pause between stream events, counted as each pause ends, so a stream's total
+is final once its last event is out), written just before the response is sent. Every wait goes
+through ``BedrockEmulator.sleep``, which an in-process test may wrap to step in between two
+events. A stream that ends in an injected error still bills all its input (cache read and write
+included) and the output words carried by the events sent before the error. Calls rejected before
+the model runs (injected or validation errors) and CountTokens are not billed. ``reset()`` /
+``POST /_emulator/reset`` clears the tally, the prompt cache and the fault rules.
 
 OpenAI- and Anthropic-compatible APIs (the same server; auth recorded, never checked):
 
@@ -118,6 +121,7 @@ import base64
 import collections
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -131,7 +135,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from types import FrameType, TracebackType
@@ -871,7 +875,7 @@ class Reply:
     headers: list[tuple[str, str]]
     body: bytes = b""
     frames: list[bytes] | None = None
-    frame_delay_ms: int = 0
+    pause: Callable[[], None] | None = None  # called between two frames
     disconnect: bool = False  # close the connection instead of finishing the reply
 
 
@@ -1217,6 +1221,8 @@ class _Call:
     started: float
     headers: Mapping[str, str]
     options: FaultOptions = field(default_factory=FaultOptions)
+    waited_ms: int = 0
+    record: JsonDict | None = None  # its tally record, once billed
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -1247,6 +1253,8 @@ class BedrockEmulator:
         self._quiet = threading.Condition()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # How every wait (latency, pauses between stream events) is slept; see the tally's waited_ms.
+        self.sleep: Callable[[float], None] = time.sleep
 
     # lifecycle
 
@@ -1377,9 +1385,24 @@ class BedrockEmulator:
             "request_metadata": metadata,
             "authorization_scheme": authorization[0] if authorization else None,
             "error": error,
+            "waited_ms": call.waited_ms,
         }
         with self._lock:
+            call.record = record
             self._billed.append(record)
+
+    def _wait(self, call: _Call, ms: int) -> None:
+        """Sleep ``ms`` for ``call`` and count it in ``waited_ms`` (its tally record's too, if billed)."""
+        self.sleep(ms / 1000)
+        with self._lock:
+            call.waited_ms += ms
+            if call.record is not None:
+                call.record["waited_ms"] = call.waited_ms
+
+    def _pause(self, call: _Call) -> Callable[[], None] | None:
+        """What the HTTP layer calls between two stream events (None: no pause)."""
+        delay_ms = call.options.chunk_delay_ms
+        return functools.partial(self._wait, call, delay_ms) if delay_ms else None
 
     # HTTP entry points (called by the handler)
 
@@ -1438,7 +1461,7 @@ class BedrockEmulator:
         call = _Call(operation, model_id, request, request_id, started, headers, parse_options(raw_options))
         delay_ms = self.default_latency_ms + call.options.latency_ms
         if delay_ms:
-            time.sleep(delay_ms / 1000)
+            self._wait(call, delay_ms)
         if call.options.error:
             raise _injected_error(call.options, model_id)
         return call
@@ -1562,9 +1585,7 @@ class BedrockEmulator:
         ]
         if call.operation == "InvokeModelWithResponseStream":
             headers.append(("X-Amzn-Bedrock-Content-Type", "application/json"))
-        return Reply(
-            200, headers, frames=frames, frame_delay_ms=options.chunk_delay_ms, disconnect=options.disconnect
-        )
+        return Reply(200, headers, frames=frames, pause=self._pause(call), disconnect=options.disconnect)
 
     # OpenAI- and Anthropic-compatible APIs
 
@@ -1700,9 +1721,7 @@ class BedrockEmulator:
         self._record(call, usage, output_tokens, 0, error)
         headers = _compat_headers(api, call.request_id, "text/event-stream; charset=utf-8")
         headers.append(("Cache-Control", "no-cache"))
-        return Reply(
-            200, headers, frames=frames, frame_delay_ms=options.chunk_delay_ms, disconnect=options.disconnect
-        )
+        return Reply(200, headers, frames=frames, pause=self._pause(call), disconnect=options.disconnect)
 
 
 def unknown_route(method: str, path: str) -> BedrockApiError:
@@ -1835,8 +1854,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             for index, frame in enumerate(reply.frames):
-                if index and reply.frame_delay_ms:
-                    time.sleep(reply.frame_delay_ms / 1000)
+                if index and reply.pause is not None:
+                    reply.pause()
                 self.wfile.write(b"%x\r\n%b\r\n" % (len(frame), frame))
                 self.wfile.flush()
             if reply.disconnect:
