@@ -46,6 +46,8 @@ class Route:
     path: str  # the template's resource path, e.g. /model/{modelId}/invoke
     function: str  # logical id of the function it invokes
     authorized: bool = True
+    # The event's own Auth.Authorizer; None = the API's DefaultAuthorizer.
+    authorizer: str | None = None
     # Seconds API Gateway waits for the integration's response to start (TimeoutInMillis).
     timeout: float = 29.0
 
@@ -97,8 +99,10 @@ class GatewayResponse:
 class AuthorizerSpec:
     name: str
     function: str
-    payload_type: str
-    identity_header: str
+    payload_type: str  # TOKEN or REQUEST
+    # TOKEN: its one header. REQUEST: Identity.Headers, all required when present; none (only
+    # allowed with caching off) means every request reaches the function.
+    identity_headers: tuple[str, ...]
     ttl_seconds: int
 
 
@@ -108,9 +112,15 @@ class ApiDefinition:
     stage: str
     routes: tuple[Route, ...]
     functions: Mapping[str, FunctionSpec]
-    authorizer: AuthorizerSpec | None
+    authorizer: AuthorizerSpec | None  # the DefaultAuthorizer
     gateway_responses: Mapping[str, GatewayResponse] = field(default_factory=dict)
     parameters: Mapping[str, str] = field(default_factory=dict)
+    authorizers: Mapping[str, AuthorizerSpec] = field(default_factory=dict)  # all, by name
+
+    def authorizer_for(self, route: Route) -> AuthorizerSpec | None:
+        if not route.authorized:
+            return None
+        return self.authorizers[route.authorizer] if route.authorizer else self.authorizer
 
     def route_for(self, method: str, raw_path: str) -> tuple[Route, dict[str, str]] | None:
         matches = [
@@ -198,11 +208,25 @@ def load_api(
         routes += _routes(name, props, api_id)
 
     auth: Mapping[str, Any] = api_props.get("Auth") or {}
-    authorizer = _authorizer(auth, resolver)
-    if authorizer is not None and authorizer.function not in functions:
-        raise TemplateError(f"authorizer {authorizer.name} names an unknown function {authorizer.function}")
+    authorizers = {
+        name: _authorizer(name, spec or {}, resolver)
+        for name, spec in (auth.get("Authorizers") or {}).items()
+    }
+    for spec in authorizers.values():
+        if spec.function not in functions:
+            raise TemplateError(f"authorizer {spec.name} names an unknown function {spec.function}")
+    default = auth.get("DefaultAuthorizer")
+    if default and default != "NONE" and default not in authorizers:
+        raise TemplateError(f"DefaultAuthorizer {default} is not in Auth.Authorizers")
+    authorizer = authorizers[default] if default and default != "NONE" else None
+    for route in routes:
+        if route.authorizer is not None and route.authorizer not in authorizers:
+            raise TemplateError(f"route {route.path} names an unknown authorizer {route.authorizer}")
     if authorizer is None:
-        routes = [Route(r.method, r.path, r.function, authorized=False) for r in routes]
+        routes = [
+            Route(r.method, r.path, r.function, authorized=r.authorizer is not None, authorizer=r.authorizer)
+            for r in routes
+        ]
     return ApiDefinition(
         logical_id=api_id,
         stage=stage,
@@ -211,6 +235,7 @@ def load_api(
         authorizer=authorizer,
         gateway_responses=_gateway_responses(api_props.get("GatewayResponses") or {}),
         parameters=parameters,
+        authorizers=authorizers,
     )
 
 
@@ -247,38 +272,45 @@ def _routes(function: str, props: Mapping[str, Any], api_id: str) -> list[Route]
         if api_ref is not None and api_ref != {"Ref": api_id}:
             continue
         auth = event_props.get("Auth") or {}
+        named = auth.get("Authorizer")
         routes.append(
             Route(
                 method=str(event_props["Method"]).upper(),
                 path="/" + str(event_props["Path"]).strip("/"),
                 function=function,
-                authorized=auth.get("Authorizer") != "NONE",
+                authorized=named != "NONE",
+                authorizer=str(named) if named and named != "NONE" else None,
                 timeout=int(event_props.get("TimeoutInMillis") or 29_000) / 1000,
             )
         )
     return routes
 
 
-def _authorizer(auth: Mapping[str, Any], resolver: _Resolver) -> AuthorizerSpec | None:
-    name = auth.get("DefaultAuthorizer")
-    if not name or name == "NONE":
-        return None
-    spec: Mapping[str, Any] = (auth.get("Authorizers") or {}).get(name) or {}
+def _authorizer(name: str, spec: Mapping[str, Any], resolver: _Resolver) -> AuthorizerSpec:
     arn = spec.get("FunctionArn")
     function = arn.get("GetAtt", "").split(".")[0] if isinstance(arn, Mapping) else None
     if not function:
         raise TemplateError(f"authorizer {name} has no FunctionArn: !GetAtt <Function>.Arn")
     payload_type = str(spec.get("FunctionPayloadType") or "TOKEN").upper()
-    if payload_type != "TOKEN":
-        raise TemplateError(f"authorizer {name}: only TOKEN authorizers are emulated, not {payload_type}")
     identity: Mapping[str, Any] = spec.get("Identity") or {}
-    ttl = resolver.resolve(identity.get("ReauthorizeEvery", 300))
+    ttl_value = resolver.resolve(identity.get("ReauthorizeEvery", 300))
+    ttl = int(ttl_value) if ttl_value is not None else 300
+    if payload_type == "TOKEN":
+        headers: tuple[str, ...] = (str(identity.get("Header") or "Authorization"),)
+    elif payload_type == "REQUEST":
+        if any(identity.get(kind) for kind in ("QueryStrings", "StageVariables", "Context")):
+            raise TemplateError(f"authorizer {name}: only header identity sources are emulated")
+        headers = tuple(str(h) for h in identity.get("Headers") or ())
+        if not headers and ttl > 0:
+            raise TemplateError(f"authorizer {name}: a cached REQUEST authorizer needs identity sources")
+    else:
+        raise TemplateError(f"authorizer {name}: {payload_type} authorizers are not emulated")
     return AuthorizerSpec(
         name=name,
         function=function,
         payload_type=payload_type,
-        identity_header=str(identity.get("Header") or "Authorization"),
-        ttl_seconds=int(ttl) if ttl is not None else 300,
+        identity_headers=headers,
+        ttl_seconds=ttl,
     )
 
 

@@ -1,10 +1,11 @@
-"""API Gateway in front of the proxy's ASGI app: a REST API stage, its TOKEN authorizer and a
+"""API Gateway in front of the proxy's ASGI app: a REST API stage, its Lambda authorizers and a
 Lambda proxy integration in STREAM mode, reached the way the Lambda Web Adapter (LWA) calls
 the app.
 
 :class:`ApiGateway` is an ASGI app. For each request it does what the deployed API does: the
 10 MB request limit, the stage prefix, routing (unknown route -> 403 "Missing Authentication
-Token"), the real authorizer with a TOKEN event (its policy honoured and cached), the template's
+Token"), the real authorizer with a TOKEN or REQUEST event (its policy honoured and cached by
+identity sources, as the route's authorizer says), the template's
 gateway responses; then it builds the REST ``requestContext`` and calls the app as LWA does:
 the path as sent (percent-encoding kept, stage not included), the query, the caller's headers,
 and ``x-amzn-request-context`` / ``x-amzn-lambda-context`` inserted, replacing any the caller
@@ -29,9 +30,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
-from bedrock_spend_local.api import ACCOUNT_ID, ApiDefinition, GatewayResponse, Route
+from bedrock_spend_local.api import ACCOUNT_ID, ApiDefinition, AuthorizerSpec, GatewayResponse, Route
 
 logger = logging.getLogger(__name__)
 
@@ -317,8 +318,9 @@ class ApiGateway:
         if found is None:
             return await _answer(send, self._missing_token(call))
         call.route, call.path_parameters = found
-        if call.route.authorized and self.api.authorizer is not None:
-            denied = await self._authorize(call)
+        spec = self.api.authorizer_for(call.route)
+        if spec is not None:
+            denied = await self._authorize(call, spec)
             if denied is not None:
                 return await _answer(send, denied)
         return await self._integrate(call, body, scope, receive, send)
@@ -347,17 +349,22 @@ class ApiGateway:
             f"{call.method}/{call.raw_path.lstrip('/')}"
         )
 
-    async def _authorize(self, call: _Call) -> HttpResponse | None:
-        spec = self.api.authorizer
-        assert spec is not None
-        token = call.header(spec.identity_header)
-        if token is None or not token.strip():
+    async def _authorize(self, call: _Call, spec: AuthorizerSpec) -> HttpResponse | None:
+        identity = [call.header(name) for name in spec.identity_headers]
+        if any(value is None or not value.strip() for value in identity):
             return self.gateway_response("UNAUTHORIZED", call)  # the authorizer is not called
         method_arn = self.method_arn(call)
         latency = 0
-        policy = self.cache.get(token) if self.authorizer_ttl > 0 else None
+        # --authorizer-ttl overrides the default authorizer's TTL, as AuthorizerCacheTtl does.
+        ttl = self.authorizer_ttl if spec == self.api.authorizer else spec.ttl_seconds
+        cache_key = "\0".join([spec.name, *(value or "" for value in identity)])
+        policy = self.cache.get(cache_key) if ttl > 0 else None
         if policy is None:
-            event = {"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}
+            event = (
+                {"type": "TOKEN", "authorizationToken": identity[0], "methodArn": method_arn}
+                if spec.payload_type == "TOKEN"
+                else self.request_authorizer_event(call, method_arn)
+            )
             started = time.monotonic()
             try:
                 output = await self.authorize(event)
@@ -375,8 +382,8 @@ class ApiGateway:
             except AuthorizerOutputError as error:
                 logger.warning("authorizer returned an invalid policy: %s", error)
                 return self.gateway_response("AUTHORIZER_CONFIGURATION_ERROR", call, message=None)
-            if self.authorizer_ttl > 0:
-                self.cache.put(token, policy, self.authorizer_ttl)
+            if ttl > 0:
+                self.cache.put(cache_key, policy, ttl)
         decision = policy.decide(method_arn)
         if decision == "deny":
             return self.gateway_response(
@@ -479,6 +486,31 @@ class ApiGateway:
         if "state" in scope:
             app_scope["state"] = scope["state"]
         return app_scope
+
+    def request_authorizer_event(self, call: _Call, method_arn: str) -> dict[str, Any]:
+        """A REQUEST authorizer's input for a REST API (AWS docs: "Input to an API Gateway
+        Lambda authorizer"): the request's headers, query and path parameters."""
+        assert call.route is not None
+        headers: dict[str, str] = {}
+        multi: dict[str, list[str]] = {}
+        for name, value in call.headers:
+            headers[name] = value
+            multi.setdefault(name, []).append(value)
+        query = parse_qsl(call.query, keep_blank_values=True)
+        return {
+            "type": "REQUEST",
+            "methodArn": method_arn,
+            "resource": call.route.path,
+            "path": call.raw_path,
+            "httpMethod": call.method,
+            "headers": headers,
+            "multiValueHeaders": multi,
+            "queryStringParameters": dict(query) or None,
+            "multiValueQueryStringParameters": {k: [v for n, v in query if n == k] for k, _ in query} or None,
+            "pathParameters": call.path_parameters or None,
+            "stageVariables": None,
+            "requestContext": self.request_context(call),
+        }
 
     def request_context(self, call: _Call) -> dict[str, Any]:
         """The REST proxy event's ``requestContext`` (what LWA puts in x-amzn-request-context)."""

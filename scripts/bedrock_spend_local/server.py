@@ -153,6 +153,8 @@ class LocalStack:
         self._capture = StdoutCapture.instance()
         if self.api.authorizer is None:
             raise StartupError("template.yaml: the API has no authorizer")
+        if {spec.function for spec in self.api.authorizers.values()} != {self.api.authorizer.function}:
+            raise StartupError("template.yaml: every authorizer must use the same function")
         authorizer = LambdaFunction(
             self.api.functions[self.api.authorizer.function], self.region, self._capture
         )

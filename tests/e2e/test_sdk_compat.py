@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bedrock_spend_local.server import LocalStack
-from tests.e2e.conftest import cli, emulator_billed
+from tests.e2e.conftest import cli, emulator_billed, http
 from tests.e2e.test_sdk import _run, client_env, ledger_for
 
 pytestmark = pytest.mark.e2e
@@ -69,9 +69,12 @@ import json, sys
 import anthropic
 
 spec = json.loads(sys.argv[1])
-client = anthropic.AnthropicBedrockMantle(
-    base_url=spec["base_url"], api_key=spec["key"], aws_region="us-east-1", max_retries=0
-)
+if spec.get("client") == "anthropic":  # the SDK's own client: the key goes in x-api-key
+    client = anthropic.Anthropic(base_url=spec["base_url"], api_key=spec["key"], max_retries=0)
+else:
+    client = anthropic.AnthropicBedrockMantle(
+        base_url=spec["base_url"], api_key=spec["key"], aws_region="us-east-1", max_retries=0
+    )
 out = {"texts": [], "usage": None}
 messages = [{"role": "user", "content": spec["prompt"]}]
 try:
@@ -175,6 +178,43 @@ def test_the_anthropic_mantle_client_works_unchanged_and_every_call_is_metered(
     assert out["usage"]["output_tokens"] == int(item["OutputTokens"]["N"]) == billed["output_tokens"]
     assert int(item["InputTokens"]["N"]) == billed["input_tokens"]
     assert item["Operation"]["S"] == "Messages" and item["Priced"]["BOOL"] is True
+
+
+@pytest.mark.parametrize("stream", [False, pytest.param(True, marks=_SLOW)])
+def test_the_anthropic_sdks_own_client_sends_x_api_key_and_is_metered(
+    stack: LocalStack, tmp_path: Path, stream: bool
+) -> None:
+    key, principal = new_key(stack)
+    before = len(emulator_billed(stack))
+    out = call_anthropic(stack, tmp_path, key, model=HAIKU_45, stream=stream, client="anthropic")
+    assert "error" not in out, out
+    billed = billed_last(stack, before)
+    item = recorded(stack, principal)
+    assert out["usage"]["output_tokens"] == int(item["OutputTokens"]["N"]) == billed["output_tokens"]
+    assert item["Operation"]["S"] == "Messages"
+    # Bedrock is reached with the proxy's own signature: the caller's key is not passed on.
+    assert billed["authorization_scheme"] == "AWS4-HMAC-SHA256"
+
+
+def test_x_api_key_is_read_only_on_the_anthropic_routes(stack: LocalStack) -> None:
+    code, created = cli(
+        stack, "keys", "create", "--username", f"xkey-{uuid.uuid4().hex[:8]}", "--format", "json"
+    )
+    assert code == 0, created
+    key, key_id = json.loads(created)["key"], json.loads(created)["key_id"]
+    body = json.dumps({"model": HAIKU_45, "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]})
+    before = len(emulator_billed(stack))
+    for path in ("/openai/v1/chat/completions", "/mantle/v1/chat/completions"):
+        reply = http(f"{stack.url}{path}", body=body.encode(), headers={"x-api-key": key})
+        assert reply.status == 401, (path, reply.body)
+    anthropic_path = f"{stack.url}/mantle/anthropic/v1/messages"
+    assert http(anthropic_path, body=body.encode(), headers={"x-api-key": "bsk_" + "0" * 43}).status == 401
+    assert http(anthropic_path, body=body.encode()).status == 401
+    assert len(emulator_billed(stack)) == before
+    # A revoked key is refused at once: this authorizer is not cached.
+    assert cli(stack, "keys", "revoke", key_id)[0] == 0
+    assert http(anthropic_path, body=body.encode(), headers={"x-api-key": key}).status == 403
+    assert len(emulator_billed(stack)) == before
 
 
 def test_a_model_outside_the_allow_list_is_refused_in_each_sdks_shape(

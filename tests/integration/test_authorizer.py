@@ -81,3 +81,44 @@ def test_revoked_key_gets_an_explicit_deny() -> None:
 def test_expired_key_gets_an_explicit_deny() -> None:
     key = add_key(expires_at=utcnow() - timedelta(seconds=1))
     assert authorize(f"Bearer {key}")["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+
+
+def authorize_request(headers: dict[str, str]) -> dict[str, Any]:
+    """The REQUEST event the Anthropic Messages routes send (events/authorizer_request.json)."""
+    event = load_event("authorizer_request")
+    event["headers"] = headers
+    event["multiValueHeaders"] = {name: [value] for name, value in headers.items()}
+    return app.lambda_handler(event, LambdaContext())  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("header", ["x-api-key", "X-Api-Key", "Authorization"])
+def test_a_request_event_reads_the_key_from_x_api_key_or_authorization(header: str) -> None:
+    key = add_key()
+    value = f"Bearer {key}" if header == "Authorization" else key
+    result = authorize_request({"content-type": "application/json", header: value})
+    assert result["principalId"] == "User::alice"
+    assert result["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    assert result["context"]["keyId"] == "kid_0a1b2c3d4e5f"
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_authorization_wins_over_x_api_key() -> None:
+    key = add_key()
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize_request({"Authorization": "Bearer not a key", "x-api-key": key})
+    assert authorize_request({"Authorization": f"Bearer {key}", "x-api-key": "junk"})["principalId"]
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": ""}, {"x-api-key": "bsk_" + "x" * 43}])
+def test_a_request_event_without_a_known_key_is_unauthorized(headers: dict[str, str]) -> None:
+    add_key()
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        authorize_request(headers)
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_revoked_key_in_x_api_key_gets_an_explicit_deny() -> None:
+    key = add_key(status="revoked")
+    assert authorize_request({"x-api-key": key})["policyDocument"]["Statement"][0]["Effect"] == "Deny"
