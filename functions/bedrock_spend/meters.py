@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -290,11 +291,15 @@ class SseMeter:
 
 
 class HiddenUsageChunk:
-    """Drops the Chat Completions usage chunk a caller did not ask for, relaying all else.
+    """Keeps from the caller what asking for usage added to a Chat Completions stream.
 
     The proxy asks Bedrock for ``stream_options.include_usage`` so a stream is metered exactly;
-    a caller that did not ask must not get the extra chunk (``choices`` empty, ``usage`` set).
-    Complete events pass as they arrive; a partial one waits for its end.
+    a caller that did not ask must get the stream it asked for: no extra chunk (``choices``
+    empty, ``usage`` set), and no ``"usage": null`` member on the other chunks (the OpenAI API
+    adds it to every chunk when usage is asked for). The member is cut from the bytes, so the
+    rest of the event is relayed as Bedrock wrote it; an event where the cut would change
+    anything else passes unchanged. Complete events pass as they arrive; a partial one waits
+    for its end.
     """
 
     def __init__(self) -> None:
@@ -306,12 +311,28 @@ class HiddenUsageChunk:
             event = _json_object(text.encode()) if text and text != "[DONE]" else {}
             if event.get("choices") == [] and isinstance(event.get("usage"), Mapping):
                 continue
-            kept.append(raw)
+            kept.append(
+                _without_null_usage(raw, event) if "usage" in event and event["usage"] is None else raw
+            )
         return b"".join(kept)
 
     def rest(self) -> bytes:
         """Bytes of an event that never ended, passed on as they came."""
         return self._events.pending
+
+
+# `"usage": null` as the last member (with the comma before it) or as any other (with the one after).
+_NULL_USAGE = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*})|"usage"\s*:\s*null\s*,\s*')
+
+
+def _without_null_usage(raw: bytes, event: Mapping[str, Any]) -> bytes:
+    expected = {name: value for name, value in event.items() if name != "usage"}
+    for match in _NULL_USAGE.finditer(raw):
+        candidate = raw[: match.start()] + raw[match.end() :]
+        text = next((t for _, _, t in SseEvents().feed(candidate)), "")
+        if _json_object(text.encode()) == expected:  # the top-level member, and only it, is gone
+            return candidate
+    return raw
 
 
 def _b64(value: object) -> bytes:

@@ -99,7 +99,8 @@ def test_a_streamed_chat_completion_is_metered_exactly_without_showing_a_usage_c
     ledger = FakeLedger()
     served = serve(deps(FakeBedrock(FakeUpstream(200, SSE, frames)), ledger), call)
     events = [text for _, _, text in SseEvents().feed(served.body)]
-    assert events == [json.dumps(chat_chunk("Hel")), json.dumps(chat_chunk("lo")), "[DONE]"]
+    # Byte for byte what Bedrock sends a caller that did not ask for usage: no "usage": null.
+    assert events == [json.dumps(chunk_without_usage("Hel")), json.dumps(chunk_without_usage("lo")), "[DONE]"]
     [record] = ledger.records
     usage = record.usage
     assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (20, 100, 30)
@@ -114,11 +115,15 @@ def test_a_caller_that_asked_for_usage_gets_the_usage_chunk_unchanged() -> None:
     assert served.body == b"".join(f for f in frames if isinstance(f, bytes))
 
 
+def chunk_without_usage(text: str) -> dict[str, Any]:
+    return {name: value for name, value in chat_chunk(text).items() if name != "usage"}
+
+
 def test_the_usage_chunk_filter_holds_a_split_event_until_it_ends() -> None:
     hide = HiddenUsageChunk()
     event = f"data: {json.dumps(chat_chunk('abc'))}\n\n".encode()
     assert hide(event[:10]) == b""
-    assert hide(event[10:]) == event
+    assert hide(event[10:]) == f"data: {json.dumps(chunk_without_usage('abc'))}\n\n".encode()
     assert hide(f"data: {json.dumps(USAGE_CHUNK)}\n\n".encode()) == b""
 
 
@@ -241,3 +246,32 @@ def test_costs_are_exact() -> None:
     serve(deps(FakeBedrock(FakeUpstream(200, {}, [answer])), ledger), call)
     [record] = ledger.records
     assert record.cost.total == 1000 * Decimal("0.25") + 100 * Decimal("1.25")
+
+
+@pytest.mark.parametrize(
+    ("sent", "relayed"),
+    [
+        # Compact, last member (the form the OpenAI API writes).
+        (
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}',
+            b'{"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}]}',
+        ),
+        # Spaced, first member.
+        (b'{"usage": null, "id": "c1", "choices": []}', b'{"id": "c1", "choices": []}'),
+        # A nested "usage": null is content, not the stream's usage member: only the top one goes.
+        (
+            b'{"choices":[{"delta":{"tool":{"usage":null}}}],"usage":null}',
+            b'{"choices":[{"delta":{"tool":{"usage":null}}}]}',
+        ),
+        # The text "usage": null inside a string is left alone.
+        (
+            b'{"choices":[{"delta":{"content":"\\"usage\\":null,"}}]}',
+            b'{"choices":[{"delta":{"content":"\\"usage\\":null,"}}]}',
+        ),
+        # Only member: nothing can be cut cleanly, the event passes as it came.
+        (b'{"usage":null}', b'{"usage":null}'),
+    ],
+)
+def test_a_null_usage_member_added_for_metering_is_cut_from_the_bytes(sent: bytes, relayed: bytes) -> None:
+    hide = HiddenUsageChunk()
+    assert hide(b"data: " + sent + b"\n\n") == b"data: " + relayed + b"\n\n"
