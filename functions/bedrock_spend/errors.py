@@ -1,13 +1,12 @@
 """Domain errors and their one mapping to HTTP.
 
 Every error a caller can see is a :class:`ProxyError`: an HTTP status, a short type name
-and a message that never contains secrets or stack traces. Bedrock's own errors keep
-Bedrock's type name and status, so SDK clients raise the exception class they expect.
+and a message that never contains secrets or stack traces. Bedrock's own errors are not
+ProxyErrors: they are relayed as Bedrock sent them, so SDK clients raise the class they expect.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 
@@ -28,18 +27,10 @@ class ProxyError(Exception):
         # "error" is this API's documented shape.
         return {"message": self.message, "error": {"type": self.type, "message": self.message}}
 
-    def to_json(self) -> str:
-        return json.dumps(self.body(), separators=(",", ":"))
-
 
 class BadRequestError(ProxyError):
     status = 400
     type = "ValidationException"
-
-
-class PayloadTooLargeError(ProxyError):
-    status = 413
-    type = "PayloadTooLarge"
 
 
 class NotFoundError(ProxyError):
@@ -81,10 +72,6 @@ class TooManyInFlightError(ProxyError):
 class UnauthorizedError(ProxyError):
     status = 401
     type = "Unauthorized"
-
-
-class BedrockError(ProxyError):
-    """An error Bedrock returned (type and status are Bedrock's own)."""
 
 
 class BedrockNotReachedError(ProxyError):

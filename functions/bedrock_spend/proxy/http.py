@@ -25,10 +25,6 @@ from bedrock_spend.usage_record import Caller
 
 logger = Logger(child=True)
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
-# Headers a caller sends for the hop to the proxy, never forwarded (RFC 9110 §7.6.1, and the key).
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "authorization", "host"}
-)
 
 
 def request_context(headers: Any) -> dict[str, Any]:
