@@ -123,8 +123,7 @@ def test_check_passes_against_the_local_stack_and_revokes_its_keys(stack: LocalS
     }
     assert not [row for row in rows.values() if row["status"] == "FAIL"]
     for name in ("invoke-with-response-stream", "converse-stream"):
-        measured = rows[name]["measured"]
-        assert measured["events"] >= 3 and measured["spread_seconds"] >= 0.05
+        assert rows[name]["measured"]["events"] >= 3  # judged incremental (PASS above) from 3 or more
     assert Decimal(document["cost_micro_usd"]) > 0
     assert {key["role"] for key in document["keys"]} == {"calls", "revoked", "refusals"}
     assert_keys_revoked(stack, document)
