@@ -3,11 +3,14 @@ reconciled with the ledger per principal and key.
 
 The proxy's entries (``principalId``, ``keyId``) are merged over whatever the client sent:
 a caller keeps its own entries but cannot pose as someone else. Bedrock's limits are
-checked before Bedrock is called (reference §1): Converse's ``requestMetadata`` map has
-1-16 entries, keys of 1-256 and values of 0-256 characters from ``[a-zA-Z0-9\\s:_@$#=/+,-.]``;
-InvokeModel's ``X-Amzn-Bedrock-Request-Metadata`` header is that map as a JSON string of at
-most 8,500 characters. The entry limits are applied to the header too: it is the same
-metadata, filtered the same way in the invocation logs.
+checked before Bedrock is called: Converse's ``requestMetadata`` map has 1-16 entries, keys
+of 1-256 and values of 0-256 characters from ``[a-zA-Z0-9\\s:_@$#=/+,-.]``; InvokeModel's
+``X-Amzn-Bedrock-Request-Metadata`` header is that map as a JSON string of at most 8,500
+characters (Amazon Bedrock API Reference, "Converse" and "InvokeModel":
+https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html and
+https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModel.html; the same
+limits are in botocore's bedrock-runtime service model). The entry limits are applied to the
+header too: it is the same metadata, filtered the same way in the invocation logs.
 """
 
 from __future__ import annotations

@@ -460,7 +460,9 @@ def test_a_caller_hanging_up_mid_stream_still_gets_the_call_recorded_in_full(
 
 # --- every Bedrock error, on every metered route ------------------------------------------------
 
-# Reference §6 (botocore's model): the status each Bedrock error shape has. Written out here,
+# The status each Bedrock error shape has: the "Errors" sections of the Amazon Bedrock API
+# Reference (e.g. https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModel.html),
+# the error shapes' httpStatusCode in botocore's bedrock-runtime service model. Written out here,
 # not imported, so the test is an independent check that the proxy relays them unchanged.
 REFERENCE_ERRORS = {
     "ValidationException": 400,
