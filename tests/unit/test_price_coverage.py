@@ -8,15 +8,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bedrock_spend.model_ids import parse_model_id
 from bedrock_spend.prices import DEFAULT_BOOK_PATH, load_price_book
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "bedrock-model-reference.json"
 TARGET_PERCENT = Decimal(97)  # issue #14: coverage >= 97 % of the reference list
-FLOOR_PERCENT = Decimal(93)  # measured 2026-12-01 (134/143); raise it as gaps close, never lower it
+FLOOR_PERCENT = Decimal(97)  # measured 2026-12-01 (139/143); raise it as gaps close, never lower it
 TOKEN_PARTS = ("input", "output")
 
 
@@ -104,7 +102,6 @@ def test_coverage_does_not_fall_below_the_measured_floor() -> None:
     assert percent >= FLOOR_PERCENT, f"coverage {percent:.1f}% < {FLOOR_PERCENT}%; uncovered: {uncovered()}"
 
 
-@pytest.mark.xfail(strict=True, reason="9 ids lack a citable price (see the `gap` notes); remove when >= 97%")
 def test_coverage_meets_the_issue_target() -> None:
     percent = coverage_percent()
     assert percent >= TARGET_PERCENT, f"coverage {percent:.1f}% < {TARGET_PERCENT}%; uncovered: {uncovered()}"
