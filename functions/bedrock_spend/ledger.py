@@ -16,11 +16,15 @@ not existing, so a retried or replayed request id is a no-op and totals never co
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from bedrock_spend import aws
+from bedrock_spend.parts import COUNTS, PARTS
+from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import UsageRecord
 
 DAY_INDEX = "GSI1"
@@ -30,20 +34,73 @@ RECORDS_PREFIX = "USAGE#"
 TOTAL_PREFIX = "TOTAL#"
 MONTH_PREFIX = "MONTH#"
 DAY_PREFIX = "DAY#"
+IN_FLIGHT_PREFIX = "INFLIGHT#"
+LEASES_SK = "LEASES"
+
+# Request-record attributes that summaries (reports) read; to_item writes them.
+SUMMARY_ATTRIBUTES = (
+    "RequestedAt",
+    "PrincipalId",
+    "Team",
+    "ModelId",
+    "Region",
+    *(count.attribute for count in COUNTS),
+    "Priced",
+    "CostMicroUsd",
+    "PriceBookVersion",
+    "UnpricedReason",
+    "UsageSource",
+)
+
+
+# --- marshalling: boto3's serializers, loaded on first use -------------------------------------
+#
+# boto3.dynamodb.types imports boto3 (about 35 ms on top of botocore, mostly s3transfer), so
+# it is imported when an item is first built or read, not when this module is; prime() loads
+# it ahead (the proxy calls it before a SnapStart snapshot).
+
+
+@cache
+def _codec() -> tuple[Any, Any]:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def prime() -> None:
+    _codec()
+
+
+def marshal(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Python values (str, int, Decimal, bool, dict, list) as DynamoDB attribute values."""
+    serialize = _codec()[0].serialize
+    return {name: serialize(value) for name, value in values.items()}
+
+
+def unmarshal(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB attribute values as Python values (numbers as Decimal)."""
+    deserialize = _codec()[1].deserialize
+    return {name: deserialize(value) for name, value in item.items()}
+
+
+# --- keys and queries --------------------------------------------------------------------------
+
+
+def _record_sk(record: UsageRecord) -> str:
+    stamp = record.requested_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    return f"{stamp}#{record.request_id}"
 
 
 def record_key(record: UsageRecord) -> dict[str, Any]:
-    stamp = record.requested_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    return {"PK": {"S": RECORDS_PREFIX + record.principal_id}, "SK": {"S": f"{stamp}#{record.request_id}"}}
+    return marshal({"PK": RECORDS_PREFIX + record.principal_id, "SK": _record_sk(record)})
 
 
 def total_key(principal_id: str, month: str) -> dict[str, Any]:
-    return {"PK": {"S": TOTAL_PREFIX + principal_id}, "SK": {"S": MONTH_PREFIX + month}}
+    return marshal({"PK": TOTAL_PREFIX + principal_id, "SK": MONTH_PREFIX + month})
 
 
-def principal_of_total(item: Mapping[str, Any]) -> str:
-    """The principal a monthly total item belongs to."""
-    return str(item["PK"]["S"]).removeprefix(TOTAL_PREFIX)
+def in_flight_key(principal_id: str) -> dict[str, Any]:
+    return marshal({"PK": IN_FLIGHT_PREFIX + principal_id, "SK": LEASES_SK})
 
 
 def records_of_day(day: date) -> dict[str, Any]:
@@ -51,7 +108,7 @@ def records_of_day(day: date) -> dict[str, Any]:
     return {
         "IndexName": DAY_INDEX,
         "KeyConditionExpression": "GSI1PK = :day",
-        "ExpressionAttributeValues": {":day": {"S": f"{DAY_PREFIX}{day.isoformat()}"}},
+        "ExpressionAttributeValues": marshal({":day": f"{DAY_PREFIX}{day.isoformat()}"}),
     }
 
 
@@ -60,11 +117,13 @@ def records_of_principal(principal_id: str, first: date, last: date) -> dict[str
     # Sort keys start with the ISO time: "<yyyy-mm-dd>T..." sorts between these two.
     return {
         "KeyConditionExpression": "PK = :pk AND SK BETWEEN :lo AND :hi",
-        "ExpressionAttributeValues": {
-            ":pk": {"S": RECORDS_PREFIX + principal_id},
-            ":lo": {"S": f"{first.isoformat()}T"},
-            ":hi": {"S": f"{last.isoformat()}T~"},
-        },
+        "ExpressionAttributeValues": marshal(
+            {
+                ":pk": RECORDS_PREFIX + principal_id,
+                ":lo": f"{first.isoformat()}T",
+                ":hi": f"{last.isoformat()}T~",
+            }
+        ),
     }
 
 
@@ -72,51 +131,44 @@ def monthly_totals(month: str) -> dict[str, Any]:
     """Scan arguments for every principal's total of ``month``."""
     return {
         "FilterExpression": "SK = :sk AND begins_with(PK, :pk)",
-        "ExpressionAttributeValues": {":sk": {"S": MONTH_PREFIX + month}, ":pk": {"S": TOTAL_PREFIX}},
+        "ExpressionAttributeValues": marshal({":sk": MONTH_PREFIX + month, ":pk": TOTAL_PREFIX}),
     }
 
 
-def in_flight_key(principal_id: str) -> dict[str, Any]:
-    return {"PK": {"S": f"INFLIGHT#{principal_id}"}, "SK": {"S": "LEASES"}}
+def summary_projection() -> dict[str, Any]:
+    """ProjectionExpression arguments that read a request record's :data:`SUMMARY_ATTRIBUTES`."""
+    names = {f"#a{i}": name for i, name in enumerate(SUMMARY_ATTRIBUTES)}
+    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
 
 
-def _n(value: int | Decimal) -> dict[str, str]:
-    return {"N": str(value)}
+# --- items -------------------------------------------------------------------------------------
 
 
 def to_item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
     usage, cost = record.usage, record.cost
     when = record.requested_at.astimezone(UTC)
-    item: dict[str, Any] = {
-        **record_key(record),
-        "GSI1PK": {"S": f"DAY#{when.date().isoformat()}"},
-        "GSI1SK": record_key(record)["SK"],
-        "RequestId": {"S": record.request_id},
-        "RequestedAt": {"S": when.isoformat(timespec="milliseconds")},
-        "PrincipalId": {"S": record.principal_id},
-        "KeyId": {"S": record.caller.key_id},
-        "Username": {"S": record.caller.username},
-        "Team": {"S": record.caller.team},
-        "Operation": {"S": record.operation},
-        "ModelId": {"S": record.model_id},
-        "BaseModel": {"S": record.base_model or ""},
-        "Region": {"S": record.region},
-        "InputTokens": _n(usage.input_tokens or 0),
-        "OutputTokens": _n(usage.output_tokens or 0),
-        "CacheReadTokens": _n(usage.cache_read_tokens),
-        "CacheWrite5mTokens": _n(usage.cache_write_5m_tokens),
-        "CacheWrite1hTokens": _n(usage.cache_write_1h_tokens),
-        "Images": _n(usage.images),
-        "UsageSource": {"S": usage.source},
-        "Priced": {"BOOL": cost.priced},
-        "CostMicroUsd": _n(cost.total),
-        "InputCostMicroUsd": _n(cost.input),
-        "OutputCostMicroUsd": _n(cost.output),
-        "CacheReadCostMicroUsd": _n(cost.cache_read),
-        "CacheWriteCostMicroUsd": _n(cost.cache_write),
-        "ImagesCostMicroUsd": _n(cost.images),
-        "PriceBookVersion": {"S": cost.price_book_version},
-        "ExpiresAt": _n(int((when + timedelta(days=ttl_days)).timestamp())),
+    values: dict[str, Any] = {
+        "PK": RECORDS_PREFIX + record.principal_id,
+        "SK": _record_sk(record),
+        "GSI1PK": f"{DAY_PREFIX}{when.date().isoformat()}",
+        "GSI1SK": _record_sk(record),
+        "RequestId": record.request_id,
+        "RequestedAt": when.isoformat(timespec="milliseconds"),
+        "PrincipalId": record.principal_id,
+        "KeyId": record.caller.key_id,
+        "Username": record.caller.username,
+        "Team": record.caller.team,
+        "Operation": record.operation,
+        "ModelId": record.model_id,
+        "BaseModel": record.base_model or "",
+        "Region": record.region,
+        **{count.attribute: usage.count(count.field) for count in COUNTS},
+        "UsageSource": usage.source,
+        "Priced": cost.priced,
+        "CostMicroUsd": cost.total,
+        **{part.cost_attribute: cost.of(part) for part in PARTS},
+        "PriceBookVersion": cost.price_book_version,
+        "ExpiresAt": int((when + timedelta(days=ttl_days)).timestamp()),
     }
     optional = {
         "ServiceTier": record.service_tier,
@@ -125,8 +177,101 @@ def to_item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
         "StreamError": record.stream_error,
         "ImageVariant": usage.image_variant,
     }
-    item.update({name: {"S": value} for name, value in optional.items() if value})
-    return item
+    values.update({name: value for name, value in optional.items() if value})
+    return marshal(values)
+
+
+def usage_of(values: Mapping[str, Any]) -> Usage:
+    """The usage an unmarshalled request record holds (absent counts are 0)."""
+    return Usage(
+        image_variant=values.get("ImageVariant"),
+        source=str(values.get("UsageSource", "none")),
+        **{count.field: int(values.get(count.attribute, 0)) for count in COUNTS},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A request record as reports read it (:data:`SUMMARY_ATTRIBUTES`)."""
+
+    day: str
+    principal: str
+    team: str
+    model: str
+    region: str
+    counts: Mapping[str, int]  # each billed part's counts summed, by Part.total
+    priced: bool
+    cost_micro_usd: Decimal
+    price_book_version: str
+    unpriced_reason: str
+    usage_source: str
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.counts.get(part.total, 0) for part in PARTS if part.tokens)
+
+
+def summary(item: Mapping[str, Any]) -> Summary:
+    """A request record item (as read from DynamoDB) as a :class:`Summary`."""
+    values = unmarshal(item)
+
+    def s(name: str) -> str:
+        return str(values.get(name, ""))
+
+    return Summary(
+        day=s("RequestedAt")[:10],
+        principal=s("PrincipalId"),
+        team=s("Team"),
+        model=s("ModelId"),
+        region=s("Region"),
+        counts={
+            part.total: sum(int(values.get(count.attribute, 0)) for count in part.counts) for part in PARTS
+        },
+        priced=bool(values.get("Priced", False)),
+        cost_micro_usd=Decimal(values.get("CostMicroUsd", 0)),
+        price_book_version=s("PriceBookVersion"),
+        unpriced_reason=s("UnpricedReason"),
+        usage_source=s("UsageSource"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MonthTotal:
+    """A principal's monthly total (PK=TOTAL#<principal>, SK=MONTH#<month>)."""
+
+    principal: str
+    month: str
+    calls: int
+    unpriced_calls: int
+    counts: Mapping[str, int]  # by Part.total
+    cost_micro_usd: Decimal
+
+
+def month_total(item: Mapping[str, Any]) -> MonthTotal:
+    values = unmarshal(item)
+    return MonthTotal(
+        principal=str(values["PK"]).removeprefix(TOTAL_PREFIX),
+        month=str(values["SK"]).removeprefix(MONTH_PREFIX),
+        calls=int(values.get("Calls", 0)),
+        unpriced_calls=int(values.get("UnpricedCalls", 0)),
+        counts={part.total: int(values.get(part.total_attribute, 0)) for part in PARTS},
+        cost_micro_usd=Decimal(values.get("CostMicroUsd", 0)),
+    )
+
+
+def _month_total_update(record: UsageRecord) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """UpdateExpression, names and values that add a record to its monthly total."""
+    usage, cost = record.usage, record.cost
+    names = {f"#p{i}": part.total_attribute for i, part in enumerate(PARTS)}
+    values: dict[str, Any] = {
+        ":calls": 1,
+        ":unpriced": 0 if cost.priced else 1,
+        ":cost": cost.total if cost.priced else Decimal(0),
+        **{f":p{i}": usage.total(part) for i, part in enumerate(PARTS)},
+    }
+    adds = ", ".join(f"#p{i} :p{i}" for i in range(len(PARTS)))
+    expression = f"ADD Calls :calls, UnpricedCalls :unpriced, CostMicroUsd :cost, {adds}"
+    return expression, names, marshal(values)
 
 
 class Ledger:
@@ -145,17 +290,7 @@ class Ledger:
         """Write the record and add it to its monthly total. False if it was already there."""
         from botocore.exceptions import ClientError
 
-        usage, cost = record.usage, record.cost
-        values = {
-            ":calls": _n(1),
-            ":unpriced": _n(0 if cost.priced else 1),
-            ":cost": _n(cost.total if cost.priced else Decimal(0)),
-            ":input": _n(usage.input_tokens or 0),
-            ":output": _n(usage.output_tokens or 0),
-            ":cread": _n(usage.cache_read_tokens),
-            ":cwrite": _n(usage.cache_write_tokens),
-            ":images": _n(usage.images),
-        }
+        expression, names, values = _month_total_update(record)
         try:
             self.client.transact_write_items(
                 TransactItems=[
@@ -170,11 +305,8 @@ class Ledger:
                         "Update": {
                             "TableName": self.table_name,
                             "Key": total_key(record.principal_id, record.month),
-                            "UpdateExpression": (
-                                "ADD Calls :calls, UnpricedCalls :unpriced, CostMicroUsd :cost, "
-                                "InputTokens :input, OutputTokens :output, CacheReadTokens :cread, "
-                                "CacheWriteTokens :cwrite, Images :images"
-                            ),
+                            "UpdateExpression": expression,
+                            "ExpressionAttributeNames": names,
                             "ExpressionAttributeValues": values,
                         }
                     },
@@ -193,20 +325,19 @@ class Ledger:
             Key=total_key(principal_id, month),
             ProjectionExpression="CostMicroUsd",
         )
-        value = response.get("Item", {}).get("CostMicroUsd", {}).get("N")
-        return Decimal(value) if value is not None else Decimal(0)
+        return Decimal(unmarshal(response.get("Item", {})).get("CostMicroUsd", 0))
 
     def records(self, principal_id: str, since: datetime) -> list[dict[str, Any]]:
-        """The principal's request records from ``since`` on, oldest first (consistent reads)."""
+        """The principal's request records from ``since`` on, oldest first (consistent reads), decoded."""
         stamp = since.astimezone(UTC).isoformat(timespec="milliseconds")
         items: list[dict[str, Any]] = []
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
             KeyConditionExpression="PK = :pk AND SK >= :since",
-            ExpressionAttributeValues={":pk": {"S": RECORDS_PREFIX + principal_id}, ":since": {"S": stamp}},
+            ExpressionAttributeValues=marshal({":pk": RECORDS_PREFIX + principal_id, ":since": stamp}),
             ConsistentRead=True,
         ):
-            items.extend(page.get("Items", []))
+            items.extend(unmarshal(item) for item in page.get("Items", []))
         return items
 
     # --- calls in flight -------------------------------------------------------------------------
@@ -250,7 +381,7 @@ class Ledger:
                     UpdateExpression="SET Leases.#id = :expires",
                     ConditionExpression="attribute_not_exists(Leases) OR size(Leases) < :cap",
                     ExpressionAttributeNames={"#id": lease_id},
-                    ExpressionAttributeValues={":expires": _n(expires_ms), ":cap": _n(cap)},
+                    ExpressionAttributeValues=marshal({":expires": expires_ms, ":cap": cap}),
                 )
                 return
             except ClientError as exc:
@@ -264,7 +395,7 @@ class Ledger:
                     Key=in_flight_key(principal_id),
                     UpdateExpression="SET Leases = :leases",
                     ConditionExpression="attribute_not_exists(Leases)",
-                    ExpressionAttributeValues={":leases": {"M": {lease_id: _n(expires_ms)}}},
+                    ExpressionAttributeValues=marshal({":leases": {lease_id: expires_ms}}),
                 )
                 return
             except ClientError as exc:
@@ -276,12 +407,14 @@ class Ledger:
         """Remove leases past their expiry; True if any was removed."""
         from botocore.exceptions import ClientError
 
-        item = self.client.get_item(
-            TableName=self.table_name, Key=in_flight_key(principal_id), ConsistentRead=True
-        ).get("Item", {})
+        item = unmarshal(
+            self.client.get_item(
+                TableName=self.table_name, Key=in_flight_key(principal_id), ConsistentRead=True
+            ).get("Item", {})
+        )
         removed = False
-        for lease_id, expiry in item.get("Leases", {}).get("M", {}).items():
-            if int(expiry.get("N", "0")) > now_ms:
+        for lease_id, expiry in item.get("Leases", {}).items():
+            if int(expiry) > now_ms:
                 continue
             try:
                 self.client.update_item(
@@ -290,7 +423,7 @@ class Ledger:
                     UpdateExpression="REMOVE Leases.#id",
                     ConditionExpression="Leases.#id = :expiry",
                     ExpressionAttributeNames={"#id": lease_id},
-                    ExpressionAttributeValues={":expiry": expiry},
+                    ExpressionAttributeValues=marshal({":expiry": expiry}),
                 )
                 removed = True
             except ClientError as exc:

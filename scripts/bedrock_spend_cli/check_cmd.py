@@ -732,19 +732,15 @@ def expect_refusal(name: str, reply: Reply, status: int, kind: str) -> Result:
 
 def ledger_items(client: Any, table: str, principal_id: str, since: datetime) -> list[dict[str, Any]]:
     """The principal's request records from ``since`` on, decoded (the ledger owns the query)."""
-    from boto3.dynamodb.types import TypeDeserializer
-
     from bedrock_spend.ledger import Ledger
 
-    decode = TypeDeserializer().deserialize
-    items = Ledger(table, client=client).records(principal_id, since)
-    return [{name: decode(value) for name, value in item.items()} for item in items]
+    return Ledger(table, client=client).records(principal_id, since)
 
 
 def expected_cost(book: PriceBook, item: dict[str, Any]) -> Decimal | None:
     """What the price book says the recorded tokens cost; None when the book cannot tell."""
+    from bedrock_spend.ledger import usage_of
     from bedrock_spend.model_ids import InvalidModelIdError, parse_model_id
-    from bedrock_spend.usage import Usage
 
     if item.get("PriceBookVersion") != book.version:
         return None  # priced by another version of the book: compare nothing
@@ -752,14 +748,7 @@ def expected_cost(book: PriceBook, item: dict[str, Any]) -> Decimal | None:
         ref = parse_model_id(str(item.get("ModelId", "")))
     except InvalidModelIdError:
         return None
-    usage = Usage(
-        input_tokens=int(item.get("InputTokens", 0)),
-        output_tokens=int(item.get("OutputTokens", 0)),
-        cache_read_tokens=int(item.get("CacheReadTokens", 0)),
-        cache_write_5m_tokens=int(item.get("CacheWrite5mTokens", 0)),
-        cache_write_1h_tokens=int(item.get("CacheWrite1hTokens", 0)),
-        source="check",
-    )
+    usage = usage_of(item)
     cost = book.price(
         usage,
         ref,

@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from bedrock_spend.keys import principal_for, utcnow
+from bedrock_spend.parts import PARTS
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables
 from bedrock_spend_cli.output import Column, emit_record, emit_rows
@@ -233,38 +234,26 @@ USAGE_COLUMNS = [
     Column("PRINCIPAL", "principal"),
     Column("CALLS", "calls", align_right=True),
     Column("UNPRICED", "unpriced_calls", align_right=True),
-    Column("INPUT TOKENS", "input_tokens", align_right=True),
-    Column("OUTPUT TOKENS", "output_tokens", align_right=True),
-    Column("CACHE READ", "cache_read_tokens", align_right=True),
-    Column("CACHE WRITE", "cache_write_tokens", align_right=True),
-    Column("IMAGES", "images", align_right=True),
+    *(Column(part.column, part.total, align_right=True) for part in PARTS),
     Column("COST USD", "cost_usd", align_right=True),
 ]
-_COUNTS = {
-    "calls": "Calls",
-    "unpriced_calls": "UnpricedCalls",
-    "input_tokens": "InputTokens",
-    "output_tokens": "OutputTokens",
-    "cache_read_tokens": "CacheReadTokens",
-    "cache_write_tokens": "CacheWriteTokens",
-    "images": "Images",
-}
+_COUNTS = ("calls", "unpriced_calls", *(part.total for part in PARTS))
 
 
 def usage_row(item: dict[str, Any], month: str) -> dict[str, Any]:
     """A monthly total item (PK=TOTAL#<principal>, SK=MONTH#<month>) as a row."""
+    from bedrock_spend.ledger import month_total
 
-    def number(name: str) -> Decimal:
-        return Decimal(item.get(name, {}).get("N", "0"))
-
-    micro = number("CostMicroUsd")
-    from bedrock_spend.ledger import principal_of_total
-
-    row: dict[str, Any] = {"principal": principal_of_total(item), "month": month}
-    row.update({key: int(number(name)) for key, name in _COUNTS.items()})
-    row["cost_micro_usd"] = micro
-    row["cost_usd"] = (micro / MICRO).quantize(SIX_PLACES)
-    return row
+    total = month_total(item)
+    return {
+        "principal": total.principal,
+        "month": month,
+        "calls": total.calls,
+        "unpriced_calls": total.unpriced_calls,
+        **total.counts,
+        "cost_micro_usd": total.cost_micro_usd,
+        "cost_usd": (total.cost_micro_usd / MICRO).quantize(SIX_PLACES),
+    }
 
 
 def usage(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:

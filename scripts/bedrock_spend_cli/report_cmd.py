@@ -23,6 +23,8 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation
 from typing import Any, TextIO
 
 from bedrock_spend.keys import principal_for, utcnow
+from bedrock_spend.ledger import Summary as Call
+from bedrock_spend.parts import PARTS
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables, UsageError
 from bedrock_spend_cli.output import Column, dumps, render_table, text
@@ -32,6 +34,7 @@ AddCommand = Callable[
 ]
 
 DIMENSIONS = ("principal", "team", "model", "day")
+PART_TOTALS = tuple(part.total for part in PARTS)  # the count columns, in the parts table's order
 ZERO = Decimal(0)
 SIX_PLACES = Decimal("0.000001")
 # Sums must be exact: a step that would round raises instead.
@@ -41,27 +44,6 @@ _ROUND = Context(prec=60, traps=[InvalidOperation])
 _WORDS = ("today", "yesterday", "this-month", "last-month")
 _DAYS_RE = re.compile(r"([1-9]\d{0,3})d")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-# The attributes a report reads (ledger.to_item writes them).
-FIELDS = (
-    "RequestedAt",
-    "PrincipalId",
-    "Team",
-    "ModelId",
-    "Region",
-    "InputTokens",
-    "OutputTokens",
-    "CacheReadTokens",
-    "CacheWrite5mTokens",
-    "CacheWrite1hTokens",
-    "Images",
-    "Priced",
-    "CostMicroUsd",
-    "PriceBookVersion",
-    "UnpricedReason",
-    "UsageSource",
-)
-
 
 # --- the range -----------------------------------------------------------------------------
 
@@ -135,57 +117,6 @@ def days(first: date, last: date) -> list[date]:
 # --- reading the ledger ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One billed call: the fields of a ledger request record that reports use."""
-
-    day: str
-    principal: str
-    team: str
-    model: str
-    region: str
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    images: int
-    priced: bool
-    cost_micro_usd: Decimal
-    price_book_version: str
-    unpriced_reason: str
-    usage_source: str
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> Call:
-        def s(name: str) -> str:
-            return str(item.get(name, {}).get("S", ""))
-
-        def n(name: str) -> int:
-            return int(Decimal(item.get(name, {}).get("N", "0")))
-
-        return cls(
-            day=s("RequestedAt")[:10],
-            principal=s("PrincipalId"),
-            team=s("Team"),
-            model=s("ModelId"),
-            region=s("Region"),
-            input_tokens=n("InputTokens"),
-            output_tokens=n("OutputTokens"),
-            cache_read_tokens=n("CacheReadTokens"),
-            cache_write_tokens=n("CacheWrite5mTokens") + n("CacheWrite1hTokens"),
-            images=n("Images"),
-            priced=bool(item.get("Priced", {}).get("BOOL", False)),
-            cost_micro_usd=Decimal(item.get("CostMicroUsd", {}).get("N", "0")),
-            price_book_version=s("PriceBookVersion"),
-            unpriced_reason=s("UnpricedReason"),
-            usage_source=s("UsageSource"),
-        )
-
-
 class Progress:
     """``read N records from D days`` on stderr, never on stdout.
 
@@ -243,11 +174,6 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def _projection() -> dict[str, Any]:
-    names = {f"#a{i}": name for i, name in enumerate(FIELDS)}
-    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-
-
 def read_calls(
     client: Any,
     table: str,
@@ -257,7 +183,7 @@ def read_calls(
     progress: Progress | None = None,
 ) -> Iterator[Call]:
     """Every request record from ``first`` to ``last`` (UTC, both included), by Query."""
-    from bedrock_spend.ledger import records_of_day, records_of_principal
+    from bedrock_spend.ledger import records_of_day, records_of_principal, summary, summary_projection
 
     progress = progress or Progress(False)
     paginator = client.get_paginator("query")
@@ -269,10 +195,10 @@ def read_calls(
         unit = "day"
     count = 0
     for done, query in enumerate(queries):
-        for page in paginator.paginate(TableName=table, **query, **_projection()):
+        for page in paginator.paginate(TableName=table, **query, **summary_projection()):
             for item in page.get("Items", []):
                 count += 1
-                yield Call.from_item(item)
+                yield summary(item)
             progress.update(f"read {count:,} records ({unit} {done + 1} of {len(queries)})")
     progress.done(f"read {count:,} records from {_plural(len(queries), unit)}")
 
@@ -287,11 +213,7 @@ def _plural(n: int, word: str) -> str:
 @dataclass
 class Totals:
     calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    images: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PART_TOTALS, 0))  # by Part.total
     cost_micro_usd: Decimal = ZERO  # priced calls only
     unpriced_calls: int = 0
     unpriced_tokens: int = 0
@@ -299,11 +221,8 @@ class Totals:
 
     def add(self, call: Call) -> None:
         self.calls += 1
-        self.input_tokens += call.input_tokens
-        self.output_tokens += call.output_tokens
-        self.cache_read_tokens += call.cache_read_tokens
-        self.cache_write_tokens += call.cache_write_tokens
-        self.images += call.images
+        for name in PART_TOTALS:
+            self.counts[name] += call.counts.get(name, 0)
         if call.priced:
             with localcontext(EXACT):
                 self.cost_micro_usd += call.cost_micro_usd
@@ -407,11 +326,7 @@ def cost_text(row: Mapping[str, Any], *, none: str) -> str:
 def figures(totals: Totals) -> dict[str, Any]:
     return {
         "calls": totals.calls,
-        "input_tokens": totals.input_tokens,
-        "output_tokens": totals.output_tokens,
-        "cache_read_tokens": totals.cache_read_tokens,
-        "cache_write_tokens": totals.cache_write_tokens,
-        "images": totals.images,
+        **totals.counts,
         "cost_micro_usd": totals.cost_micro_usd,
         "cost_usd": usd(totals.cost_micro_usd),
         "unpriced_calls": totals.unpriced_calls,
@@ -425,22 +340,14 @@ def figures(totals: Totals) -> dict[str, Any]:
 KEY_HEADERS = {"principal": "PRINCIPAL", "team": "TEAM", "model": "MODEL", "day": "DAY"}
 FIGURE_COLUMNS = [
     ("CALLS", "calls"),
-    ("INPUT TOKENS", "input_tokens"),
-    ("OUTPUT TOKENS", "output_tokens"),
-    ("CACHE READ", "cache_read_tokens"),
-    ("CACHE WRITE", "cache_write_tokens"),
-    ("IMAGES", "images"),
+    *((part.column, part.total) for part in PARTS),
     ("COST USD", "cost_usd"),
     ("UNPRICED CALLS", "unpriced_calls"),
     ("UNPRICED TOKENS", "unpriced_tokens"),
 ]
 CSV_FIELDS = [
     "calls",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "images",
+    *PART_TOTALS,
     "cost_usd",
     "cost_micro_usd",
     "unpriced_calls",

@@ -107,9 +107,9 @@ class LedgerTokens:
 
     def add(self, call: Call) -> None:
         self.calls += 1
-        self.input_tokens += call.input_tokens
-        self.output_tokens += call.output_tokens
-        self.cache_tokens += call.cache_read_tokens + call.cache_write_tokens
+        self.input_tokens += call.counts["input_tokens"]
+        self.output_tokens += call.counts["output_tokens"]
+        self.cache_tokens += call.counts["cache_read_tokens"] + call.counts["cache_write_tokens"]
         if call.usage_source == "none":
             self.no_usage_calls += 1
 

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 
+from bedrock_spend import ledger as ledger_module
 from bedrock_spend.ledger import Ledger
 from bedrock_spend.prices import Cost
 from bedrock_spend.usage import Usage
@@ -377,8 +378,8 @@ def test_many_pages_are_all_read(run: Run, dynamodb: Any, monkeypatch: pytest.Mo
     for r in many:
         writer.record(r)
     # Small pages: the paginator must follow LastEvaluatedKey.
-    projection = report_cmd._projection
-    monkeypatch.setattr(report_cmd, "_projection", lambda: {**projection(), "Limit": 25})
+    projection = ledger_module.summary_projection
+    monkeypatch.setattr(ledger_module, "summary_projection", lambda: {**projection(), "Limit": 25})
     document = run("report", "--from", "2026-01-15", "--to", "2026-01-15", "--format", "json").json()
     assert document["total"]["calls"] == 130
     assert Decimal(document["total"]["cost_micro_usd"]) == sum(r.cost.total for r in many)
