@@ -139,6 +139,18 @@ PARTS: tuple[Part, ...] = (
         column="IMAGES",
         metric="ImagesGenerated",
     ),
+    Part(
+        name="queries",
+        pricing="unit",
+        # Rerank models bill per query: up to 100 documents each (usage.py counts them).
+        counts=(Count("queries", "queries", "Queries", "queries", "rerank query"),),
+        cost_record="queriesMicroUsd",
+        cost_attribute="QueriesCostMicroUsd",
+        total="queries",
+        total_attribute="Queries",
+        column="QUERIES",
+        metric="RerankQueries",
+    ),
 )
 
 COUNTS: tuple[Count, ...] = tuple(count for part in PARTS for count in part.counts)

@@ -1,4 +1,4 @@
-"""What a Bedrock call consumed, as billed: tokens by part and generated images.
+"""What a Bedrock call consumed, as billed: tokens by part, generated images, rerank queries.
 
 Usage drivers (one per response family) turn a response body, its headers or a stream's
 final event into a :class:`Usage`. They never raise: metering must not fail a call that
@@ -159,6 +159,10 @@ def usage_from_invoke(
     ``source`` is the family name when the body told something, with "+headers" appended
     when headers filled parts the body lacked; "headers" alone, or "none".
     """
+    if _is_rerank(ref):
+        # Billed per query, counted from the request; token counts (if any) are not billed.
+        queries = _rerank_queries(request_body)
+        return Usage(source="rerank" if queries else "none", queries=queries)
     fam = family(ref)
     obj = _load_object(body)
     parts = _BODY_READERS.get(fam, _read_openai_style)(obj) if obj is not None else _Parts()
@@ -465,6 +469,27 @@ def _image_variant(ref: ModelRef, request_body: bytes | None) -> str | None:
     if not isinstance(quality, str) or not re.fullmatch(r"[A-Za-z]{1,20}", quality):
         quality = "standard"
     return f"{width}x{height}/{quality.lower()}"
+
+
+# --- rerank ---
+
+RERANK_DOCUMENTS_PER_QUERY = 100
+
+
+def _is_rerank(ref: ModelRef) -> bool:
+    """Cohere Rerank and Amazon Rerank (``cohere.rerank-v3-5:0``, ``amazon.rerank-v1:0``)."""
+    name = (ref.base_model or "").lower().partition(".")[2]
+    return name.startswith("rerank-")
+
+
+def _rerank_queries(request_body: bytes | None) -> int:
+    """Billed queries of a rerank request: one per 100 documents, at least one; 0 if unreadable."""
+    request = _load_object(request_body)
+    if request is None:
+        return 0
+    documents = _get(request, "documents")
+    count = len(documents) if isinstance(documents, list) else 0
+    return max(1, -(-count // RERANK_DOCUMENTS_PER_QUERY))
 
 
 # --- defensive primitives ---
