@@ -12,13 +12,18 @@ Bedrock's own path on the right endpoint and meters the answer.
 The model is the body's ``model``. One change is made to a request: a streamed Chat
 Completion that did not ask for usage gets ``stream_options.include_usage`` (Bedrock reports a
 stream's usage only then), and the extra usage chunk is kept from the caller.
+
+End users: these APIs let a caller name the person behind a request (OpenAI's
+``safety_identifier`` and older ``user``; Anthropic's ``metadata.user_id``). The proxy reads
+that name, as sent and without changing the body, into the ledger's ``EndUser``, so a team's
+spend can be split by its own users (``bedrock-spend report --by end-user``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bedrock_spend import json_body
 from bedrock_spend.errors import BadRequestError, NotFoundError
@@ -76,6 +81,7 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes) -> Bedrock
             data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             body = json_body.dump(data)
             hide_usage = True
+    end_user = _end_user(route.operation, data)
     forwarded = {name: value for name, value in headers.items() if name in FORWARDED_HEADERS}
     for name, value in forwarded.items():
         if not value.isascii() or not value.isprintable():
@@ -88,12 +94,32 @@ def parse_request(path: str, headers: Mapping[str, str], body: bytes) -> Bedrock
         requested=Requested(body=body, service_tier=_str(data.get("service_tier"))),
         endpoint=route.endpoint,
         hide_stream_usage=hide_usage,
+        end_user=end_user,
     )
 
 
 def not_found(path: str) -> NotFoundError:
     served = ", ".join(sorted([*ROUTES, *MODEL_LISTS]))
     return NotFoundError(f"no route {path[:120]!r}; this proxy serves {served}")
+
+
+MAX_END_USER_LENGTH = 256
+
+
+def _end_user(operation: str, data: Mapping[str, Any]) -> str | None:
+    """The end user the body names, if it is a printable string of at most 256 characters.
+
+    Anything else is left to Bedrock to judge: the proxy records nothing rather than refuse.
+    """
+    if operation in ("Messages", "CountTokens"):
+        metadata = data.get("metadata")
+        value = metadata.get("user_id") if isinstance(metadata, Mapping) else None
+    else:
+        value = _str(data.get("safety_identifier")) or data.get("user")
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if 0 < len(value) <= MAX_END_USER_LENGTH and value.isprintable() else None
 
 
 def _str(value: object) -> str | None:

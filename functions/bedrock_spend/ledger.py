@@ -50,6 +50,7 @@ SUMMARY_ATTRIBUTES = (
     "PriceBookVersion",
     "UnpricedReason",
     "UsageSource",
+    "EndUser",
 )
 
 
@@ -176,6 +177,7 @@ def to_item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
         "UnpricedReason": cost.reason,
         "StreamError": record.stream_error,
         "ImageVariant": usage.image_variant,
+        "EndUser": record.end_user,
     }
     values.update({name: value for name, value in optional.items() if value})
     return marshal(values)
@@ -205,6 +207,7 @@ class Summary:
     price_book_version: str
     unpriced_reason: str
     usage_source: str
+    end_user: str = ""  # the caller's own end user, "" when the request named none
 
     @property
     def tokens(self) -> int:
@@ -232,6 +235,7 @@ def summary(item: Mapping[str, Any]) -> Summary:
         price_book_version=s("PriceBookVersion"),
         unpriced_reason=s("UnpricedReason"),
         usage_source=s("UsageSource"),
+        end_user=s("EndUser"),
     )
 
 

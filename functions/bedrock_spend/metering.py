@@ -292,7 +292,15 @@ async def call(deps: Collaborators, call: BedrockCall, caller: Caller, ctx: Requ
             await anyio.to_thread.run_sync(check_budget, deps.ledger, caller, ctx)
 
         def record(measured: Measured) -> None:
-            record_billed(deps, measured, caller=caller, ref=ref, ctx=ctx, operation=call.operation)
+            record_billed(
+                deps,
+                measured,
+                caller=caller,
+                ref=ref,
+                ctx=ctx,
+                operation=call.operation,
+                end_user=call.end_user,
+            )
 
         try:
             upstream = await _open(deps, call)
@@ -374,6 +382,7 @@ def record_billed(
     ref: ModelRef,
     ctx: RequestContext,
     operation: str,
+    end_user: str | None = None,
 ) -> UsageRecord:
     """Price and record a call Bedrock may have billed. Never raises.
 
@@ -402,6 +411,7 @@ def record_billed(
         service_tier=measured.service_tier,
         latency=measured.latency,
         stream_error=measured.stream_error,
+        end_user=end_user,
     )
     save(deps, record)
     return record

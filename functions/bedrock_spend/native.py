@@ -53,6 +53,8 @@ class BedrockCall:
     endpoint: str = "runtime"
     # A streamed Chat Completion whose usage chunk the proxy asked for, not the caller.
     hide_stream_usage: bool = False
+    # The caller's own end user, as the request names it (compat.py): recorded, never sent.
+    end_user: str | None = None
 
 
 def parse_path(raw_path: str) -> tuple[str, str]:

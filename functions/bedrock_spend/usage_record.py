@@ -42,6 +42,8 @@ class UsageRecord:
     latency: str | None = None
     # Set when the call ended in a mid-stream error: what was billed before it is recorded.
     stream_error: str | None = None
+    # The caller's own end user, as the request named it (compat.py), else None.
+    end_user: str | None = None
 
     @property
     def principal_id(self) -> str:
@@ -69,6 +71,7 @@ class UsageRecord:
             "serviceTier": self.service_tier,
             "latency": self.latency,
             "streamError": self.stream_error,
+            "endUser": self.end_user,
             "usage": {
                 **{count.record: n for count, n in zip(COUNTS, usage.counts, strict=True)},
                 "imageVariant": usage.image_variant,
@@ -102,6 +105,7 @@ class UsageRecord:
             service_tier=data.get("serviceTier"),
             latency=data.get("latency"),
             stream_error=data.get("streamError"),
+            end_user=data.get("endUser"),
             usage=Usage(
                 image_variant=u.get("imageVariant"),
                 source=u.get("source", "none"),

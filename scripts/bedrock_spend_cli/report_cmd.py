@@ -33,7 +33,9 @@ AddCommand = Callable[
     ["argparse._SubParsersAction[argparse.ArgumentParser]", str, str, str], argparse.ArgumentParser
 ]
 
-DIMENSIONS = ("principal", "team", "model", "day")
+# end-user: the caller's own user as its request named it (OpenAI `safety_identifier`/`user`,
+# Anthropic `metadata.user_id`); "-" for calls that named none.
+DIMENSIONS = ("principal", "team", "model", "day", "end-user")
 PART_TOTALS = tuple(part.total for part in PARTS)  # the count columns, in the parts table's order
 ZERO = Decimal(0)
 SIX_PLACES = Decimal("0.000001")
@@ -282,6 +284,8 @@ class Report:
 
 
 def _key(call: Call, name: str) -> str:
+    if name == "end-user":
+        return call.end_user or "-"
     return str(getattr(call, name))
 
 
@@ -337,7 +341,13 @@ def figures(totals: Totals) -> dict[str, Any]:
 
 # --- output ----------------------------------------------------------------------------------
 
-KEY_HEADERS = {"principal": "PRINCIPAL", "team": "TEAM", "model": "MODEL", "day": "DAY"}
+KEY_HEADERS = {
+    "principal": "PRINCIPAL",
+    "team": "TEAM",
+    "model": "MODEL",
+    "day": "DAY",
+    "end-user": "END USER",
+}
 FIGURE_COLUMNS = [
     ("CALLS", "calls"),
     *((part.column, part.total) for part in PARTS),
@@ -553,6 +563,7 @@ examples:
   bedrock-spend report --from last-month --by principal,model
   bedrock-spend report --from 2026-01-01 --to 2026-01-31 --by team,day --format csv > jan.csv
   bedrock-spend report --from 30d --by model --format json
+  bedrock-spend report --principal alice --by end-user   # alice's app, split by its own users
   bedrock-spend report --from this-month --html spend.html
   bedrock-spend report reconcile --from last-month       # ledger vs AWS/Bedrock metrics
 
@@ -573,7 +584,7 @@ Reads with Query only: GSI1 once per day, or the principal's records with --prin
         action="append",
         type=group_by,
         metavar="KEYS",
-        help="group by principal, team, model, day; comma-separated (default: principal)",
+        help="group by principal, team, model, day, end-user; comma-separated (default: principal)",
     )
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report to FILE")
     p.set_defaults(handler=report)

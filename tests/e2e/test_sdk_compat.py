@@ -35,6 +35,8 @@ try:
     if spec["api"] == "chat":
         messages = [{"role": "user", "content": spec["prompt"]}]
         kwargs = dict(model=spec["model"], messages=messages, max_tokens=30)
+        if spec.get("user"):
+            kwargs["user"] = spec["user"]
         if spec["stream"]:
             if spec.get("include_usage"):
                 kwargs["stream_options"] = {"include_usage": True}
@@ -77,14 +79,15 @@ else:
     )
 out = {"texts": [], "usage": None}
 messages = [{"role": "user", "content": spec["prompt"]}]
+extra = {"metadata": {"user_id": spec["user"]}} if spec.get("user") else {}
 try:
     if spec["stream"]:
-        with client.messages.stream(model=spec["model"], max_tokens=30, messages=messages) as stream:
+        with client.messages.stream(model=spec["model"], max_tokens=30, messages=messages, **extra) as stream:
             for text in stream.text_stream:
                 out["texts"].append(text)
             out["usage"] = stream.get_final_message().usage.model_dump()
     else:
-        answer = client.messages.create(model=spec["model"], max_tokens=30, messages=messages)
+        answer = client.messages.create(model=spec["model"], max_tokens=30, messages=messages, **extra)
         out["texts"].append(answer.content[0].text)
         out["usage"] = answer.usage.model_dump()
 except anthropic.APIStatusError as error:
@@ -215,6 +218,23 @@ def test_x_api_key_is_read_only_on_the_anthropic_routes(stack: LocalStack) -> No
     assert cli(stack, "keys", "revoke", key_id)[0] == 0
     assert http(anthropic_path, body=body.encode(), headers={"x-api-key": key}).status == 403
     assert len(emulator_billed(stack)) == before
+
+
+def test_the_end_user_each_sdk_names_is_in_the_ledger(stack: LocalStack, tmp_path: Path) -> None:
+    key, principal = new_key(stack)
+    chat = call_openai(
+        stack, tmp_path, key, "/openai/v1", api="chat", model=GPT_OSS, stream=False, user="app-user-17"
+    )
+    message = call_anthropic(stack, tmp_path, key, model=HAIKU_45, stream=True, user="app-user-23")
+    assert "error" not in chat and "error" not in message, (chat, message)
+    items = sorted(ledger_for(stack, principal), key=lambda item: item["Operation"]["S"])
+    assert [(i["Operation"]["S"], i["EndUser"]["S"]) for i in items] == [
+        ("ChatCompletions", "app-user-17"),
+        ("Messages", "app-user-23"),
+    ]
+    code, out = cli(stack, "report", "--principal", principal, "--by", "end-user", "--format", "json")
+    assert code == 0, out
+    assert sorted(row["end-user"] for row in json.loads(out)["rows"]) == ["app-user-17", "app-user-23"]
 
 
 def test_a_model_outside_the_allow_list_is_refused_in_each_sdks_shape(

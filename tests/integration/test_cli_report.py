@@ -50,6 +50,7 @@ def record(
     region: str = "us-east-1",
     cache_read: int = 0,
     partial: Decimal = Decimal(0),
+    end_user: str | None = None,
 ) -> UsageRecord:
     """A billed call. ``cost=None`` makes it unpriced (``partial``: cost of its priced parts)."""
     priced = cost is not None
@@ -61,6 +62,7 @@ def record(
         model_id=model,
         base_model=None,
         region=region,
+        end_user=end_user,
         usage=Usage(
             input_tokens=100 * n + 7,
             output_tokens=10 * n + 3,
@@ -87,11 +89,13 @@ def at(day: int, hour: int = 10, minute: int = 0) -> datetime:
 # Two principals in two teams, two models, three days (14-16 January), priced and unpriced,
 # two price book versions; plus calls just outside the range on both sides.
 RECORDS = [
-    record(1, "alice", HAIKU, at(14), Decimal("1234.567891")),
+    record(1, "alice", HAIKU, at(14), Decimal("1234.567891"), end_user="u-1"),
     record(2, "alice", HAIKU, at(14, 23, 59), Decimal("0.000007")),
-    record(3, "alice", NOVA, at(15), Decimal("98765.4321"), version="2026-01-10", cache_read=40),
+    record(
+        3, "alice", NOVA, at(15), Decimal("98765.4321"), version="2026-01-10", cache_read=40, end_user="u-1"
+    ),
     record(4, "alice", NOVA, at(16), None, partial=Decimal("12.5")),
-    record(5, "bob", HAIKU, at(14, 0, 0), Decimal("500"), team="ads"),
+    record(5, "bob", HAIKU, at(14, 0, 0), Decimal("500"), team="ads", end_user="u-2"),
     record(6, "bob", NOVA, at(15), None, team="ads"),
     record(7, "bob", NOVA, at(16, 23, 59), Decimal("0.123456"), team="ads", version="2026-01-10"),
     record(8, "bob", HAIKU, at(16, 8), Decimal("2000000"), team="ads"),
@@ -107,6 +111,7 @@ KEYS: dict[str, Callable[[UsageRecord], str]] = {
     "team": lambda r: r.caller.team,
     "model": lambda r: r.model_id,
     "day": lambda r: r.requested_at.date().isoformat(),
+    "end-user": lambda r: r.end_user or "-",
 }
 
 
@@ -305,7 +310,16 @@ def test_csv_parses_with_a_total_line_and_versions_in_one_column(run: Run, ledge
 
 @pytest.mark.parametrize(
     "by",
-    [["principal"], ["team"], ["model"], ["day"], ["team", "day"], ["model", "principal", "day"]],
+    [
+        ["principal"],
+        ["team"],
+        ["model"],
+        ["day"],
+        ["end-user"],
+        ["team", "day"],
+        ["model", "principal", "day"],
+        ["principal", "end-user"],
+    ],
 )
 def test_every_grouping_sums_to_the_records(run: Run, ledger: Ledger, by: list[str]) -> None:
     result = run("report", *RANGE, "--by", ",".join(by), "--format", "json")

@@ -275,3 +275,41 @@ def test_costs_are_exact() -> None:
 def test_a_null_usage_member_added_for_metering_is_cut_from_the_bytes(sent: bytes, relayed: bytes) -> None:
     hide = HiddenUsageChunk()
     assert hide(b"data: " + sent + b"\n\n") == b"data: " + relayed + b"\n\n"
+
+
+def compat_request(path: str, **fields: Any) -> Any:
+    body = json.dumps({"model": GPT_OSS, **fields}).encode()
+    return compat.parse_request(path, {"content-type": "application/json"}, body), body
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "end_user"),
+    [
+        ("/openai/v1/chat/completions", {"user": "u-42"}, "u-42"),
+        ("/mantle/v1/responses", {"safety_identifier": "hash-9", "user": "u-42"}, "hash-9"),
+        ("/openai/v1/responses", {"safety_identifier": "", "user": "u-42"}, "u-42"),
+        ("/mantle/anthropic/v1/messages", {"metadata": {"user_id": " 7f3a "}}, "7f3a"),
+        ("/mantle/anthropic/v1/messages", {"user": "not Anthropic's field"}, None),
+        ("/openai/v1/chat/completions", {"user": 42}, None),
+        ("/openai/v1/chat/completions", {"user": "x" * 257}, None),
+        ("/openai/v1/chat/completions", {"user": "line\nbreak"}, None),
+        ("/mantle/anthropic/v1/messages", {"metadata": "u-1"}, None),
+    ],
+)
+def test_the_end_user_a_request_names_is_read_without_changing_the_body(
+    path: str, fields: dict[str, Any], end_user: str | None
+) -> None:
+    call, body = compat_request(path, **fields)
+    assert call.end_user == end_user
+    assert call.outbound.body == body
+
+
+def test_the_end_user_reaches_the_usage_record() -> None:
+    call, _ = compat_request("/openai/v1/chat/completions", user="u-42", messages=[])
+    answer = json.dumps({"object": "chat.completion", "choices": [], "usage": USAGE_CHUNK["usage"]}).encode()
+    ledger = FakeLedger()
+    serve(deps(FakeBedrock(FakeUpstream(200, {"content-type": "application/json"}, [answer])), ledger), call)
+    [record] = ledger.records
+    assert record.end_user == "u-42"
+    assert record.to_dict()["endUser"] == "u-42"
+    assert type(record).from_dict(record.to_dict()).end_user == "u-42"
