@@ -21,7 +21,7 @@ from bedrock_spend.keys import principal_for, utcnow
 from bedrock_spend.parts import PARTS
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables
-from bedrock_spend_cli.output import Column, emit_record, emit_rows
+from bedrock_spend_cli.output import Column, count, emit_record, emit_rows
 
 if TYPE_CHECKING:
     from bedrock_spend.usage_record import UsageRecord
@@ -232,9 +232,9 @@ def _label(name: str) -> str:
 
 USAGE_COLUMNS = [
     Column("PRINCIPAL", "principal"),
-    Column("CALLS", "calls", align_right=True),
-    Column("UNPRICED", "unpriced_calls", align_right=True),
-    *(Column(part.column, part.total, align_right=True) for part in PARTS),
+    Column("CALLS", "calls", show=count, align_right=True),
+    Column("UNPRICED", "unpriced_calls", show=count, align_right=True),
+    *(Column(part.column, part.total, show=count, align_right=True) for part in PARTS),
     Column("COST USD", "cost_usd", align_right=True),
 ]
 _COUNTS = ("calls", "unpriced_calls", *(part.total for part in PARTS))

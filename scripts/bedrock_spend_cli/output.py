@@ -26,6 +26,11 @@ class Column:
     align_right: bool = False
 
 
+def count(value: Any) -> str:
+    """A count for people: thousands separated (tables only; CSV and JSON keep plain numbers)."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else text(value)
+
+
 def iso(value: datetime) -> str:
     value = value.astimezone(UTC) if value.tzinfo else value
     return value.isoformat(timespec="seconds").replace("+00:00", "Z")

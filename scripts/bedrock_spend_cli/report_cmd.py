@@ -27,7 +27,7 @@ from bedrock_spend.ledger import Summary as Call
 from bedrock_spend.parts import PARTS
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables, UsageError
-from bedrock_spend_cli.output import Column, dumps, render_table, text
+from bedrock_spend_cli.output import Column, count, dumps, render_table, text
 
 AddCommand = Callable[
     ["argparse._SubParsersAction[argparse.ArgumentParser]", str, str, str], argparse.ArgumentParser
@@ -195,14 +195,14 @@ def read_calls(
     else:
         queries = [records_of_day(day) for day in days(first, last)]
         unit = "day"
-    count = 0
+    seen = 0
     for done, query in enumerate(queries):
         for page in paginator.paginate(TableName=table, **query, **summary_projection()):
             for item in page.get("Items", []):
-                count += 1
+                seen += 1
                 yield summary(item)
-            progress.update(f"read {count:,} records ({unit} {done + 1} of {len(queries)})")
-    progress.done(f"read {count:,} records from {_plural(len(queries), unit)}")
+            progress.update(f"read {seen:,} records ({unit} {done + 1} of {len(queries)})")
+    progress.done(f"read {seen:,} records from {_plural(len(queries), unit)}")
 
 
 def _plural(n: int, word: str) -> str:
@@ -366,10 +366,6 @@ CSV_FIELDS = [
 ]
 
 
-def _count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else text(value)
-
-
 def _money(value: Any) -> str:
     """An exact USD amount with six decimals."""
     return plain(round6(value)) if isinstance(value, Decimal) else text(value)
@@ -378,7 +374,7 @@ def _money(value: Any) -> str:
 def table_columns(group_by: Sequence[str]) -> list[Column]:
     keys = [Column(KEY_HEADERS[name], name) for name in group_by]
     return keys + [
-        Column(header, key, show=_money if key == "cost_usd" else _count, align_right=True)
+        Column(header, key, show=_money if key == "cost_usd" else count, align_right=True)
         for header, key in FIGURE_COLUMNS
     ]
 
