@@ -17,6 +17,7 @@ unresolved profile is unpriced; an unsaved record goes to the log) instead of wa
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -53,3 +54,34 @@ def client(service: str) -> Any:
         retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     )
     return new_client(service, config)
+
+
+# --- DynamoDB items: boto3's serializers, loaded on first use ----------------------------------
+#
+# boto3.dynamodb.types imports boto3 (about 30-40 ms on top of botocore, mostly s3transfer), so
+# it is imported when an item is first built or read, not when a module is; prime() loads it
+# ahead (the proxy calls it before a SnapStart snapshot). Each table's schema stays with its
+# owner: ledger.py (usage table) and key_store.py (key table).
+
+
+@cache
+def _codec() -> tuple[Any, Any]:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def prime() -> None:
+    _codec()
+
+
+def marshal(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Python values (str, int, Decimal, bool, dict, list) as DynamoDB attribute values."""
+    serialize = _codec()[0].serialize
+    return {name: serialize(value) for name, value in values.items()}
+
+
+def unmarshal(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB attribute values as Python values (numbers as Decimal)."""
+    deserialize = _codec()[1].deserialize
+    return {name: deserialize(value) for name, value in item.items()}

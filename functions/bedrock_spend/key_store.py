@@ -22,44 +22,42 @@ class KeyExistsError(KeyStoreError):
 
 
 def to_item(record: KeyRecord) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "KeyHash": {"S": record.key_hash},
-        "KeyId": {"S": record.key_id},
-        "Username": {"S": record.username},
-        "CreatedAt": {"S": record.created_at.isoformat()},
-        "Status": {"S": record.status},
+    values: dict[str, Any] = {
+        "KeyHash": record.key_hash,
+        "KeyId": record.key_id,
+        "Username": record.username,
+        "CreatedAt": record.created_at.isoformat(),
+        "Status": record.status,
     }
-    if record.team:
-        item["Team"] = {"S": record.team}
-    if record.expires_at:
-        item["ExpiresAt"] = {"S": record.expires_at.isoformat()}
-    if record.monthly_budget_usd is not None:
-        item["MonthlyBudgetUsd"] = {"N": str(record.monthly_budget_usd)}
-    if record.max_in_flight is not None:
-        item["MaxInFlight"] = {"N": str(record.max_in_flight)}
-    if record.allowed_models:
-        item["AllowedModels"] = {"L": [{"S": p} for p in record.allowed_models]}
-    if record.description:
-        item["Description"] = {"S": record.description}
-    if record.revoked_at:
-        item["RevokedAt"] = {"S": record.revoked_at.isoformat()}
-    if record.replaced_by:
-        item["ReplacedBy"] = {"S": record.replaced_by}
-    return item
+    optional: dict[str, Any] = {
+        "Team": record.team or None,
+        "ExpiresAt": record.expires_at.isoformat() if record.expires_at else None,
+        "MonthlyBudgetUsd": record.monthly_budget_usd,
+        "MaxInFlight": record.max_in_flight,
+        "AllowedModels": list(record.allowed_models) or None,
+        "Description": record.description or None,
+        "RevokedAt": record.revoked_at.isoformat() if record.revoked_at else None,
+        "ReplacedBy": record.replaced_by or None,
+    }
+    values.update({name: value for name, value in optional.items() if value is not None})
+    return aws.marshal(values)
 
 
 def from_item(item: dict[str, Any]) -> KeyRecord:
+    values = aws.unmarshal(item)
+
     def s(name: str) -> str | None:
-        value = item.get(name, {}).get("S")
-        return cast(str | None, value)
+        value = values.get(name)
+        return value if isinstance(value, str) else None
 
     def ts(name: str) -> datetime | None:
         value = s(name)
         return datetime.fromisoformat(value) if value else None
 
-    budget = item.get("MonthlyBudgetUsd", {}).get("N")
-    max_in_flight = item.get("MaxInFlight", {}).get("N")
+    budget = values.get("MonthlyBudgetUsd")
+    max_in_flight = values.get("MaxInFlight")
     status = s("Status") or "active"
+    models = values.get("AllowedModels")
     return KeyRecord(
         key_hash=s("KeyHash") or "",
         key_id=s("KeyId") or "",
@@ -68,9 +66,9 @@ def from_item(item: dict[str, Any]) -> KeyRecord:
         status=cast(KeyStatus, status if status in ("active", "revoked") else "revoked"),
         team=s("Team"),
         expires_at=ts("ExpiresAt"),
-        monthly_budget_usd=Decimal(budget) if budget is not None else None,
-        allowed_models=tuple(v["S"] for v in item.get("AllowedModels", {}).get("L", []) if "S" in v),
-        max_in_flight=int(max_in_flight) if max_in_flight is not None else None,
+        monthly_budget_usd=Decimal(budget) if isinstance(budget, Decimal) else None,
+        allowed_models=tuple(v for v in models if isinstance(v, str)) if isinstance(models, list) else (),
+        max_in_flight=int(max_in_flight) if isinstance(max_in_flight, Decimal) else None,
         description=s("Description") or "",
         revoked_at=ts("RevokedAt"),
         replaced_by=s("ReplacedBy"),
@@ -89,7 +87,7 @@ class KeyStore:
         return self._client
 
     def get_by_hash(self, key_hash: str) -> KeyRecord | None:
-        response = self.client.get_item(TableName=self.table_name, Key={"KeyHash": {"S": key_hash}})
+        response = self.client.get_item(TableName=self.table_name, Key=aws.marshal({"KeyHash": key_hash}))
         item = response.get("Item")
         return from_item(item) if item else None
 
@@ -98,13 +96,13 @@ class KeyStore:
             TableName=self.table_name,
             IndexName=KEY_ID_INDEX,
             KeyConditionExpression="KeyId = :id",
-            ExpressionAttributeValues={":id": {"S": key_id}},
+            ExpressionAttributeValues=aws.marshal({":id": key_id}),
         )
         items = response.get("Items", [])
         if not items:
             return None
         # The index projects keys only; read the full record from the table.
-        return self.get_by_hash(items[0]["KeyHash"]["S"])
+        return self.get_by_hash(str(aws.unmarshal(items[0])["KeyHash"]))
 
     def create(self, record: KeyRecord) -> None:
         from botocore.exceptions import ClientError

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
 from bedrock_spend import aws
+from bedrock_spend.aws import marshal, unmarshal
 from bedrock_spend.parts import COUNTS, PARTS
 from bedrock_spend.usage import Usage
 from bedrock_spend.usage_record import UsageRecord
@@ -52,36 +52,6 @@ SUMMARY_ATTRIBUTES = (
     "UsageSource",
     "EndUser",
 )
-
-
-# --- marshalling: boto3's serializers, loaded on first use -------------------------------------
-#
-# boto3.dynamodb.types imports boto3 (about 35 ms on top of botocore, mostly s3transfer), so
-# it is imported when an item is first built or read, not when this module is; prime() loads
-# it ahead (the proxy calls it before a SnapStart snapshot).
-
-
-@cache
-def _codec() -> tuple[Any, Any]:
-    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-    return TypeSerializer(), TypeDeserializer()
-
-
-def prime() -> None:
-    _codec()
-
-
-def marshal(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Python values (str, int, Decimal, bool, dict, list) as DynamoDB attribute values."""
-    serialize = _codec()[0].serialize
-    return {name: serialize(value) for name, value in values.items()}
-
-
-def unmarshal(item: Mapping[str, Any]) -> dict[str, Any]:
-    """DynamoDB attribute values as Python values (numbers as Decimal)."""
-    deserialize = _codec()[1].deserialize
-    return {name: deserialize(value) for name, value in item.items()}
 
 
 # --- keys and queries --------------------------------------------------------------------------

@@ -117,11 +117,11 @@ def prime() -> None:
     import botocore.auth
     import botocore.eventstream  # noqa: F401
 
-    from bedrock_spend import ledger
+    from bedrock_spend import aws, ledger  # noqa: F401
     from bedrock_spend.prices import load_price_book
 
     load_price_book()
-    ledger.prime()  # boto3's DynamoDB serializers
+    aws.prime()  # boto3's DynamoDB serializers
     native.invoke_header_members()
 
 
