@@ -28,6 +28,7 @@ from bedrock_spend.usage import (
     CompatStreamUsage,
     StreamUsage,
     Usage,
+    usage_from_async_invoke,
     usage_from_compat,
     usage_from_converse,
     usage_from_invoke,
@@ -80,6 +81,8 @@ def meter_for(operation: str, ref: ModelRef, headers: Mapping[str, str], request
         return CompatJsonMeter(api)
     if operation == "Converse":
         return ConverseMeter(requested)
+    if operation == "StartAsyncInvoke":
+        return AsyncInvokeMeter(ref, requested)
     if operation == "InvokeModelWithResponseStream":
         return EventStreamMeter(ref, _served(headers, requested))
     if operation == "ConverseStream":
@@ -135,6 +138,28 @@ class InvokeMeter:
             logger.exception("usage extraction failed", extra={"model_id": self._ref.raw})
             usage = Usage(source="none")
         return Measured(usage, served.service_tier, served.latency, error)
+
+
+class AsyncInvokeMeter:
+    """StartAsyncInvoke (video): accepted when the answer has an invocationArn; the usage is what
+    the request's ``modelInput`` asks for (async_invoke.py), read from the request body."""
+
+    def __init__(self, ref: ModelRef, requested: Requested) -> None:
+        self._ref = ref
+        self._requested = requested
+        self._body = _Body()
+
+    def feed(self, data: bytes) -> None:
+        self._body.feed(data)
+
+    def finish(self, error: str | None = None) -> Measured:
+        answer = self._body.bytes() if self._body.complete else b""
+        try:
+            usage = usage_from_async_invoke(self._ref, self._requested.body, answer)
+        except Exception:  # a meter never fails a billed call
+            logger.exception("usage extraction failed", extra={"model_id": self._ref.raw})
+            usage = Usage(source="none")
+        return Measured(usage, stream_error=error)
 
 
 class ConverseMeter:

@@ -18,7 +18,8 @@ from typing import Literal
 # How a part is priced:
 #   tokens   count x the scope's rate (USD per 1M tokens), a Rates key per count
 #   unit     count x the model entry's price per unit (USD), e.g. "queries": "0.002"
-#   variant  count x the model entry's price for the call's variant (image size/quality)
+#   variant  count x the model entry's price for the call's variant: image size/quality, or
+#            video resolution (the Usage's one variant: a call generates images or video)
 Pricing = Literal["tokens", "unit", "variant"]
 
 
@@ -151,11 +152,28 @@ PARTS: tuple[Part, ...] = (
         column="QUERIES",
         metric="RerankQueries",
     ),
+    Part(
+        name="video_seconds",
+        pricing="variant",
+        # Nova Reel, Luma Ray: seconds of video a StartAsyncInvoke asked for, priced by the
+        # resolution (the model entry's "video_seconds": {"720p": USD per second, "*": any}).
+        counts=(Count("video_seconds", "videoSeconds", "VideoSeconds", "video_seconds", "video second"),),
+        cost_record="videoSecondsMicroUsd",
+        cost_attribute="VideoSecondsCostMicroUsd",
+        total="video_seconds",
+        total_attribute="VideoSeconds",
+        column="VIDEO SECONDS",
+        metric="VideoSecondsRequested",
+    ),
 )
 
 COUNTS: tuple[Count, ...] = tuple(count for part in PARTS for count in part.counts)
 TOKEN_RATES: tuple[str, ...] = tuple(c.price for p in PARTS if p.pricing == "tokens" for c in p.counts)
 UNIT_PRICES: tuple[str, ...] = tuple(c.price for p in PARTS if p.pricing == "unit" for c in p.counts)
+# Variant prices kept as a map of variant -> USD per unit ("images" has its own size rules).
+VARIANT_PRICES: tuple[str, ...] = tuple(
+    c.price for p in PARTS if p.pricing == "variant" for c in p.counts if c.price != "images"
+)
 
 
 def _check(parts: tuple[Part, ...]) -> None:

@@ -37,7 +37,7 @@ from decimal import (
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from bedrock_spend.parts import PARTS, TOKEN_RATES, UNIT_PRICES, Part
+from bedrock_spend.parts import PARTS, TOKEN_RATES, UNIT_PRICES, VARIANT_PRICES, Part
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -173,6 +173,9 @@ class ModelPrices:
     latency_optimized: Rates | None
     images: tuple[ImagePrice, ...]  # sorted by max_pixels, flat prices last
     units: Mapping[str, Decimal]  # USD per unit, by price key (parts.UNIT_PRICES: "queries")
+    # USD per unit by variant, by price key (parts.VARIANT_PRICES: "video_seconds" by resolution,
+    # "*" = any); a call's variant is Usage.image_variant.
+    variants: Mapping[str, Mapping[str, Decimal]]
     unmetered: tuple[str, ...]  # billed parts the proxy cannot measure (audio tokens)
 
 
@@ -242,7 +245,7 @@ class PriceBook:
         try:
             entry = self._entry_for(model)
             _check_metered(entry)
-            if not (entry.images or entry.units):
+            if not (entry.images or entry.units or entry.variants):
                 _scope_rates(entry, model.scope, region)
         except _UnpricedError:
             return False
@@ -261,7 +264,7 @@ class PriceBook:
         try:
             entry = self._entry_for(model)
             if not usage.known:
-                raise _UnpricedError("no usage reported")
+                raise _UnpricedError(_unknown_usage(usage))
             _check_metered(entry)
             factor = _EXACT.multiply(self._tier_multiplier(service_tier), self._discount_factor)
             rates = self._rates(entry, model.scope, region, latency, service_tier)
@@ -365,6 +368,34 @@ def _images(count: int, usage: Usage, entry: ModelPrices) -> Decimal:
     return _EXACT.multiply(_EXACT.multiply(Decimal(count), usd), MICRO_PER_USD)
 
 
+def _variant_units(count: int, variant: str | None, entry: ModelPrices, key: str, label: str) -> Decimal:
+    """units x the entry's USD per unit for the variant ("*": any) x 10^6 = micro-USD, exactly."""
+    if count == 0:
+        return ZERO
+    if count < 0:
+        raise _UnpricedError(f"negative {label} count {count}")
+    prices = entry.variants.get(key)
+    if not prices:
+        raise _UnpricedError(f"{entry.model_id} has no {label} price")
+    usd = prices.get(variant) if variant is not None else None
+    if usd is None:
+        usd = prices.get("*")
+    if usd is None:
+        if variant is None:
+            raise _UnpricedError(f"{label} variant unknown and {entry.model_id} has no flat {label} price")
+        raise _UnpricedError(f"no {label} price for {_clip(variant)} of {entry.model_id}")
+    return _EXACT.multiply(_EXACT.multiply(Decimal(count), usd), MICRO_PER_USD)
+
+
+def _unknown_usage(usage: Usage) -> str:
+    """Why nothing billable is known: the usage driver's reason (``unreadable: ...``), else none."""
+    from bedrock_spend.usage import UNREADABLE
+
+    if usage.source.startswith(UNREADABLE):
+        return usage.source
+    return "no usage reported"
+
+
 def _part_cost(part: Part, usage: Usage, entry: ModelPrices, rates: Rates) -> Decimal:
     """A part's exact cost (before tier and discount): its counts priced as the table says."""
     total = ZERO
@@ -374,8 +405,10 @@ def _part_cost(part: Part, usage: Usage, entry: ModelPrices, rates: Rates) -> De
             value = _tokens(n, rates.per_million.get(count.price), count.label, entry.model_id)
         elif part.pricing == "unit":
             value = _units(n, entry.units.get(count.price), count.label, entry.model_id)
-        else:  # "variant": images, by size and quality
+        elif count.price == "images":  # "variant": images, by size and quality
             value = _images(n, usage, entry)
+        else:  # "variant": another unit priced by the call's variant (video seconds by resolution)
+            value = _variant_units(n, usage.image_variant, entry, count.price, count.label)
         total = _EXACT.add(total, value)
     return total
 
@@ -411,7 +444,7 @@ def _scope_rates(entry: ModelPrices, scope: str, region: str) -> Rates:
     else:  # in-Region or a geographic profile: billed as the source Region
         rates = entry.regions.get(region, entry.prices)
     if rates is None:
-        if entry.images or entry.units:  # priced per image or unit: no token rates needed
+        if entry.images or entry.units or entry.variants:  # per image or unit: no token rates needed
             return _NO_RATES
         raise _UnpricedError(f"no {scope} price for {entry.model_id}")
     return rates
@@ -459,8 +492,17 @@ def _model_prices(model_id: str, raw: Mapping[str, Any]) -> ModelPrices:
         latency_optimized=_rates_or_none(raw.get("latency_optimized"), model_id),
         images=tuple(images),
         units={key: _decimal(raw[key], f"{model_id} {key}") for key in UNIT_PRICES if key in raw},
+        variants={
+            key: _variant_prices(raw[key], f"{model_id} {key}") for key in VARIANT_PRICES if key in raw
+        },
         unmetered=tuple(raw.get("unmetered", ())),
     )
+
+
+def _variant_prices(raw: object, where: str) -> dict[str, Decimal]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise ValueError(f"price book: {where} must be a non-empty map of variant -> price")
+    return {str(variant): _decimal(usd, f"{where} {variant}") for variant, usd in raw.items()}
 
 
 def _rates_or_none(raw: Mapping[str, Any] | None, where: str) -> Rates | None:

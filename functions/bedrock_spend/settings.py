@@ -77,6 +77,9 @@ class ProxySettings:
     in_flight_wait_seconds: float = 10.0
     # Application inference profile ARN -> base model id, for offline pricing.
     app_profile_models: dict[str, str] = field(default_factory=dict)
+    # S3 buckets StartAsyncInvoke (video) may write to: the ProxyRole's s3:PutObject (template
+    # parameter AsyncOutputBuckets). Empty: the async route refuses every submission.
+    async_output_buckets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_call_seconds + RECORD_SECONDS > self.function_timeout:
@@ -136,4 +139,7 @@ def proxy_settings() -> ProxySettings:
         in_flight_wait_seconds=_float("IN_FLIGHT_WAIT_SECONDS", 10.0),
         budget_soft_threshold=threshold,
         app_profile_models=profiles,
+        async_output_buckets=tuple(
+            name.strip() for name in os.environ.get("ASYNC_OUTPUT_BUCKETS", "").split(",") if name.strip()
+        ),
     )

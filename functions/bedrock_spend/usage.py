@@ -1,4 +1,5 @@
-"""What a Bedrock call consumed, as billed: tokens by part, generated images, rerank queries.
+"""What a Bedrock call consumed, as billed: tokens by part, generated images, rerank queries,
+seconds of generated video.
 
 Usage drivers (one per response family) turn a response body, its headers or a stream's
 final event into a :class:`Usage`. They never raise: metering must not fail a call that
@@ -490,6 +491,102 @@ def _rerank_queries(request_body: bytes | None) -> int:
     documents = _get(request, "documents")
     count = len(documents) if isinstance(documents, list) else 0
     return max(1, -(-count // RERANK_DOCUMENTS_PER_QUERY))
+
+
+# --- video (StartAsyncInvoke) ---
+
+# The source of a Usage whose billed quantities could not be read, followed by why; the price
+# book gives it as the unpriced reason (never a guess).
+UNREADABLE = "unreadable: "
+# Nova Reel: every shot of a multi-shot video is 6 seconds long (Amazon Nova user guide,
+# "Video generation input parameters"), and 6 s is the TEXT_VIDEO default.
+NOVA_REEL_SHOT_SECONDS = 6
+# Nova Reel renders only 1280x720 (the dimension's default).
+NOVA_REEL_DIMENSION = "1280x720"
+MAX_VIDEO_SECONDS = 24 * 3600
+_LUMA_DURATION = re.compile(r"([0-9]{1,5})s")
+_RESOLUTION = re.compile(r"[0-9]{3,4}p")
+_DIMENSION = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRequest:
+    """What a video generation asks for: its length, and its resolution ("720p") if known."""
+
+    seconds: int
+    resolution: str | None
+
+
+def usage_from_async_invoke(ref: ModelRef, request_body: bytes | None, answer: bytes) -> Usage:
+    """Usage of a StartAsyncInvoke Bedrock accepted: the seconds (and resolution) of video its
+    ``modelInput`` asks for. The proxy never sees the job end; AWS bills what it generates."""
+    arn = _get(_load_object(answer), "invocationArn")
+    if not isinstance(arn, str) or not arn:
+        return Usage(source=UNREADABLE + "Bedrock's answer has no invocationArn")
+    return usage_from_video(ref, _get(_load_object(request_body), "modelInput"))
+
+
+def usage_from_video(ref: ModelRef, model_input: object) -> Usage:
+    """Usage of one video generation from its model input (``image_variant`` = resolution)."""
+    read = video_request(ref, model_input)
+    if isinstance(read, str):
+        return Usage(source=UNREADABLE + read)
+    return Usage(video_seconds=read.seconds, image_variant=read.resolution, source="video")
+
+
+def video_request(ref: ModelRef, model_input: object) -> VideoRequest | str:
+    """The seconds and resolution a video generation asks for, or why they cannot be read."""
+    name = (ref.base_model or "").lower()
+    if not isinstance(model_input, Mapping):
+        return "modelInput is not a JSON object"
+    if name.startswith("amazon.nova-reel"):
+        return _nova_reel(model_input)
+    if name.startswith("luma."):
+        return _luma(model_input)
+    return f"no reader of video requests for model {_clip(ref.base_model or ref.raw)}"
+
+
+def _nova_reel(request: Mapping[str, object]) -> VideoRequest | str:
+    config = request.get("videoGenerationConfig", {})
+    if not isinstance(config, Mapping):
+        return "videoGenerationConfig is not an object"
+    dimension = config.get("dimension", NOVA_REEL_DIMENSION)
+    size = _DIMENSION.fullmatch(dimension) if isinstance(dimension, str) else None
+    resolution = f"{min(int(size[1]), int(size[2]))}p" if size else None
+    task = request.get("taskType")
+    if task == "TEXT_VIDEO":
+        raw = config.get("durationSeconds", NOVA_REEL_SHOT_SECONDS)
+    elif task == "MULTI_SHOT_AUTOMATED":
+        raw = config.get("durationSeconds")
+        if raw is None:
+            raw = _get(request.get("multiShotAutomatedParams"), "durationSeconds")
+    elif task == "MULTI_SHOT_MANUAL":
+        shots = _get(request.get("multiShotManualParams"), "shots")
+        if not isinstance(shots, list) or not shots:
+            return "multiShotManualParams.shots is not a non-empty list"
+        return VideoRequest(NOVA_REEL_SHOT_SECONDS * len(shots), resolution)
+    else:
+        return f"taskType {_clip(task)} is not TEXT_VIDEO, MULTI_SHOT_AUTOMATED or MULTI_SHOT_MANUAL"
+    seconds = _count(raw) if not isinstance(raw, str) else None
+    if not seconds or seconds > MAX_VIDEO_SECONDS:
+        return f"durationSeconds {_clip(raw)} of {task} is not a whole number of seconds"
+    return VideoRequest(seconds, resolution)
+
+
+def _luma(request: Mapping[str, object]) -> VideoRequest | str:
+    duration = request.get("duration")
+    match = _LUMA_DURATION.fullmatch(duration) if isinstance(duration, str) else None
+    seconds = int(match[1]) if match else 0
+    if not 0 < seconds <= MAX_VIDEO_SECONDS:
+        return f"duration {_clip(duration)} is not a length such as '5s'"
+    resolution = request.get("resolution")
+    known = isinstance(resolution, str) and _RESOLUTION.fullmatch(resolution.lower())
+    return VideoRequest(seconds, resolution.lower() if known and isinstance(resolution, str) else None)
+
+
+def _clip(value: object) -> str:
+    text = repr(value) if not isinstance(value, str) else repr(value[:40])
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- defensive primitives ---

@@ -246,14 +246,15 @@ def test_the_table_by_principal_and_model_prints_the_exact_ledger_totals(run: Ru
     assert set(body) == set(want)
     for key, cells in body.items():
         row = want[key]
-        # PRINCIPAL MODEL CALLS INPUT OUTPUT CACHE-READ CACHE-WRITE IMAGES QUERIES COST UNPRICED-CALLS
-        # UNPRICED-TOKENS
+        # PRINCIPAL MODEL CALLS INPUT OUTPUT CACHE-READ CACHE-WRITE IMAGES QUERIES VIDEO-SECONDS COST
+        # UNPRICED-CALLS UNPRICED-TOKENS
         assert cells[2:] == [
             f"{row['calls']:,}",
             f"{row['input_tokens']:,}",
             f"{row['output_tokens']:,}",
             f"{row['cache_read_tokens']:,}",
             f"{row['cache_write_tokens']:,}",
+            "0",
             "0",
             "0",
             six(row["cost_micro_usd"]),
@@ -263,8 +264,8 @@ def test_the_table_by_principal_and_model_prints_the_exact_ledger_totals(run: Ru
     [total] = [line.split() for line in lines if line.startswith("TOTAL")]
     everything = expected(RECORDS, [])[()]
     assert total[1:3] == ["-", str(everything["calls"])]
-    assert total[9] == six(everything["cost_micro_usd"]) == "2.100500"
-    assert total[10] == "2"
+    assert total[10] == six(everything["cost_micro_usd"]) == "2.100500"
+    assert total[11] == "2"
     assert "price book versions: 2026-01-01, 2026-01-10" in lines
     assert any("2 call(s) had no price" in line for line in lines)
     assert "  2 x no price for model in us-east-1" in lines
@@ -351,7 +352,8 @@ def test_a_row_of_unpriced_calls_shows_no_cost(run: Run, ledger: Ledger) -> None
     day = ("--from", "2026-01-16", "--to", "2026-01-16", "--by", "principal")
     table = run("report", *day).out.splitlines()
     [alice] = [line.split() for line in table if line.startswith("User::alice")]
-    assert alice[8] == "-"  # PRINCIPAL CALLS INPUT OUTPUT CACHE-READ CACHE-WRITE IMAGES QUERIES COST
+    # PRINCIPAL CALLS INPUT OUTPUT CACHE-READ CACHE-WRITE IMAGES QUERIES VIDEO-SECONDS COST
+    assert alice[9] == "-"
     rows = list(csv.DictReader(io.StringIO(run("report", *day, "--format", "csv").out)))
     [alice_csv] = [row for row in rows if row["principal"] == "User::alice"]
     assert alice_csv["cost_usd"] == "" and alice_csv["unpriced_calls"] == "1"

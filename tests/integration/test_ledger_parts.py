@@ -106,6 +106,7 @@ def test_the_monthly_total_adds_every_part(written: Ledger, dynamodb: Any) -> No
         "cache_write_tokens": 3,
         "images": 0,
         "queries": 4,
+        "video_seconds": 0,
     }
     assert total.cost_micro_usd == Decimal(6037)  # the unpriced call adds nothing
     assert written.month_spend("User::ann", "2026-12") == Decimal(6037)
@@ -130,7 +131,7 @@ def test_report_and_usage_show_a_column_per_part(written: Ledger, run: CliRun) -
 
     text = run("report", "--from", "2026-12-01").out
     header = re.split(r"\s{2,}", text.splitlines()[1].strip())
-    assert header[:10] == [
+    assert header[:11] == [
         "PRINCIPAL",
         "CALLS",
         "INPUT TOKENS",
@@ -139,6 +140,7 @@ def test_report_and_usage_show_a_column_per_part(written: Ledger, run: CliRun) -
         "CACHE WRITE",
         "IMAGES",
         "QUERIES",
+        "VIDEO SECONDS",
         "COST USD",
         "UNPRICED CALLS",
     ]

@@ -3,7 +3,8 @@
 In Lambda it runs under uvicorn behind the AWS Lambda Web Adapter (``run.sh``), which turns
 API Gateway's streaming invocations into HTTP requests; ``make run`` serves the same app.
 ``/invoke-model`` is this API's own JSON route; ``/model/{modelId}/<action>`` are Bedrock
-Runtime's paths (InvokeModel, Converse, both streams, CountTokens) for unmodified AWS SDKs.
+Runtime's paths (InvokeModel, Converse, both streams, CountTokens) for unmodified AWS SDKs;
+``/async-invoke`` is its async API for video models (StartAsyncInvoke, GetAsyncInvoke).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bedrock_spend import compat, metering, native
+from bedrock_spend import async_invoke, compat, metering, native
 from bedrock_spend.errors import NotFoundError, ProxyError
 from bedrock_spend.invoke_request import parse_invoke_request, to_call
 from bedrock_spend.metering import Collaborators
@@ -60,6 +61,16 @@ def create_app(collaborators: Callable[[], Collaborators] | None = None) -> Star
         headers = {name.lower(): value for name, value in request.headers.items()}
         return await forward(request, native.parse_request(raw_path, headers, await request.body(), caller))
 
+    async def start_async_invoke(request: Request) -> Response:
+        if request.method == "GET":
+            raise async_invoke.ListingRefusedError(async_invoke.LISTING_REFUSED)
+        buckets = deps().settings.async_output_buckets
+        return await forward(request, async_invoke.parse_start(await request.body(), buckets))
+
+    async def get_async_invoke(request: Request) -> Response:
+        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        return RelayResponse(await async_invoke.get_status(deps(), raw_path))
+
     async def compat_operation(request: Request) -> Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
         call = compat.parse_request(request.url.path, headers, await request.body())
@@ -97,6 +108,8 @@ def create_app(collaborators: Callable[[], Collaborators] | None = None) -> Star
         routes=[
             Route("/invoke-model", invoke_model, methods=["POST"]),
             Route("/model/{target:path}", bedrock_operation, methods=["POST"]),
+            Route(async_invoke.PATH, start_async_invoke, methods=["POST", "GET"]),
+            Route(async_invoke.PATH + "/{arn:path}", get_async_invoke, methods=["GET"]),
             *(Route(path, compat_operation, methods=["POST"]) for path in compat.ROUTES),
             *(Route(path, model_list, methods=["GET"]) for path in compat.MODEL_LISTS),
         ],
