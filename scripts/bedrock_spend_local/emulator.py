@@ -112,6 +112,19 @@ status. Stream errors after ``after`` events: Chat Completions ``data: {"error":
 ``Responses`` / ``Messages``, ``model_id`` = the body's ``model``, ``request_metadata`` = the body's
 ``metadata``, else its ``user``, and ``authorization_scheme`` also ``x-api-key`` (that header and
 no ``Authorization``).
+
+Async API (video models: ``amazon.nova-reel-*``, ``luma.*``; any other model is a
+ValidationException): ``POST /async-invoke`` (StartAsyncInvoke) checks ``modelId``,
+``modelInput`` and ``outputDataConfig.s3OutputDataConfig.s3Uri``, reads the seconds of video asked
+for (Nova Reel ``TEXT_VIDEO`` ``videoGenerationConfig.durationSeconds``, 6 by default;
+``MULTI_SHOT_AUTOMATED`` the same or ``multiShotAutomatedParams.durationSeconds``;
+``MULTI_SHOT_MANUAL`` 6 per shot; Luma ``duration`` ``"5s"``/``"9s"``; unreadable: a
+ValidationException, not billed) and answers ``{"invocationArn"}``; the job is ``Completed`` at
+once and nothing is written to S3. ``GET /async-invoke/{invocationArn}`` (GetAsyncInvoke) answers
+the job (``status``, ``modelArn``, ``submitTime``, ``endTime``, ``outputDataConfig``...), ``GET
+/async-invoke`` (ListAsyncInvokes) every job as ``asyncInvokeSummaries``; neither is billed. A
+submission's tally record has ``operation`` ``StartAsyncInvoke``, zero tokens, ``video_seconds``,
+``invocation_arn`` and ``s3_uri``; directives in the model input's text work as above.
 """
 
 from __future__ import annotations
@@ -262,6 +275,12 @@ _FAMILY_PREFIXES: Sequence[tuple[str, str]] = (
 )
 _EMBEDDING_FAMILIES = frozenset({"titan_embed", "cohere_embed"})
 _IMAGE_FAMILIES = frozenset({"image", "stability"})
+# Models served only by the async API (StartAsyncInvoke), by base model id prefix.
+VIDEO_MODEL_PREFIXES = ("amazon.nova-reel", "luma.")
+ASYNC_PATH = "/async-invoke"
+ASYNC_ACCOUNT = "123456789012"
+ASYNC_REGION = "us-east-1"
+_S3_URI = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?", re.DOTALL)
 _LENGTH_STOP: Mapping[str, tuple[str, str]] = {  # family -> (finished, truncated)
     "anthropic": ("end_turn", "max_tokens"),
     "nova": ("end_turn", "max_tokens"),
@@ -1248,6 +1267,8 @@ class BedrockEmulator:
         self._billed: collections.deque[JsonDict] = collections.deque(maxlen=MAX_TALLY)
         self._cache = PromptCache()
         self._faults: list[_FaultRule] = []
+        # Async invocations (video jobs) by invocation ARN, oldest first.
+        self._jobs: collections.OrderedDict[str, JsonDict] = collections.OrderedDict()
         # Calls being answered (latency included): billed once they are through.
         self._in_progress = 0
         self._quiet = threading.Condition()
@@ -1318,6 +1339,7 @@ class BedrockEmulator:
             self._billed.clear()
             self._cache.clear()
             self._faults.clear()
+            self._jobs.clear()
 
     def add_fault(
         self,
@@ -1587,6 +1609,91 @@ class BedrockEmulator:
             headers.append(("X-Amzn-Bedrock-Content-Type", "application/json"))
         return Reply(200, headers, frames=frames, pause=self._pause(call), disconnect=options.disconnect)
 
+    # The async API (video models)
+
+    def handle_async_call(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, request_id: str
+    ) -> Reply:
+        started = time.monotonic()
+        with self._answering():
+            try:
+                if method == "POST" and path == ASYNC_PATH:
+                    return self._async_start(headers, body, request_id, started)
+                if method == "GET" and path == ASYNC_PATH:
+                    with self._lock:
+                        jobs = [dict(job) for job in reversed(self._jobs.values())]
+                    return _json_reply(200, {"asyncInvokeSummaries": jobs}, request_id)
+                if method == "GET" and path.startswith(ASYNC_PATH + "/"):
+                    arn = unquote(path[len(ASYNC_PATH) + 1 :])
+                    with self._lock:
+                        job = self._jobs.get(arn)
+                    if job is None:
+                        raise _validation(f"No async invocation {arn[:120]}")
+                    return _json_reply(200, job, request_id)
+                raise unknown_route(method, path)
+            except BedrockApiError as error:
+                return error_reply(error, request_id)
+
+    def _async_start(self, headers: Mapping[str, str], body: bytes, request_id: str, started: float) -> Reply:
+        request = _json_object(body)
+        model_id = request.get("modelId")
+        model_input = request.get("modelInput")
+        if not isinstance(model_id, str) or not model_id:
+            raise _validation("modelId is required")
+        if not isinstance(model_input, dict):
+            raise _validation("modelInput is required")
+        output = request.get("outputDataConfig")
+        s3 = output.get("s3OutputDataConfig") if isinstance(output, dict) else None
+        s3_uri = s3.get("s3Uri") if isinstance(s3, dict) else None
+        if not isinstance(s3_uri, str) or not _S3_URI.fullmatch(s3_uri):
+            raise _validation("outputDataConfig.s3OutputDataConfig.s3Uri must be an S3 URI")
+        base = base_model_id(model_id)
+        if not base.startswith(VIDEO_MODEL_PREFIXES):
+            raise _validation(f"The model {model_id} does not support StartAsyncInvoke")
+        call = self._begin("StartAsyncInvoke", model_id, request, model_input, request_id, started, headers)
+        if call.options.disconnect:
+            return Reply(0, [], disconnect=True)
+        seconds = requested_video_seconds(base, model_input)
+        arn = f"arn:aws:bedrock:{ASYNC_REGION}:{ASYNC_ACCOUNT}:async-invoke/{uuid.uuid4().hex[:12]}"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        job: JsonDict = {
+            "invocationArn": arn,
+            "modelArn": f"arn:aws:bedrock:{ASYNC_REGION}::foundation-model/{base}",
+            "status": "Completed",
+            "submitTime": now,
+            "lastModifiedTime": now,
+            "endTime": now,
+            "outputDataConfig": output,
+        }
+        if isinstance(request.get("clientRequestToken"), str):
+            job["clientRequestToken"] = request["clientRequestToken"]
+        authorization = call.headers.get("authorization", "").split()
+        record: JsonDict = {
+            "request_id": call.request_id,
+            "operation": call.operation,
+            "model_id": call.model_id,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_5m_tokens": 0,
+            "cache_write_1h_tokens": 0,
+            "images": 0,
+            "video_seconds": seconds,
+            "invocation_arn": arn,
+            "s3_uri": s3_uri,
+            "request_metadata": None,
+            "authorization_scheme": authorization[0] if authorization else None,
+            "error": None,
+            "waited_ms": call.waited_ms,
+        }
+        with self._lock:
+            self._jobs[arn] = job
+            while len(self._jobs) > MAX_TALLY:
+                self._jobs.popitem(last=False)
+            call.record = record
+            self._billed.append(record)
+        return _json_reply(200, {"invocationArn": arn}, request_id)
+
     # OpenAI- and Anthropic-compatible APIs
 
     def handle_compat_call(
@@ -1724,6 +1831,36 @@ class BedrockEmulator:
         return Reply(200, headers, frames=frames, pause=self._pause(call), disconnect=options.disconnect)
 
 
+def requested_video_seconds(base_model: str, model_input: Mapping[str, Any]) -> int:
+    """Seconds of video a StartAsyncInvoke asks for; a ValidationException when unreadable."""
+    if base_model.startswith("luma."):
+        duration = model_input.get("duration")
+        if isinstance(duration, str) and re.fullmatch(r"[1-9][0-9]{0,3}s", duration):
+            return int(duration[:-1])
+        raise _validation("duration must be a length such as '5s'")
+    config = model_input.get("videoGenerationConfig")
+    config = config if isinstance(config, dict) else {}
+    task = model_input.get("taskType")
+    if task == "MULTI_SHOT_MANUAL":
+        params = model_input.get("multiShotManualParams")
+        shots = params.get("shots") if isinstance(params, dict) else None
+        if isinstance(shots, list) and shots:
+            return 6 * len(shots)
+        raise _validation("multiShotManualParams.shots is required")
+    if task == "MULTI_SHOT_AUTOMATED":
+        params = model_input.get("multiShotAutomatedParams")
+        seconds = config.get(
+            "durationSeconds", params.get("durationSeconds") if isinstance(params, dict) else None
+        )
+    elif task == "TEXT_VIDEO":
+        seconds = config.get("durationSeconds", 6)
+    else:
+        raise _validation(f"taskType {task!r} is not supported")
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
+        return seconds
+    raise _validation("durationSeconds must be a positive integer")
+
+
 def unknown_route(method: str, path: str) -> BedrockApiError:
     return BedrockApiError("UnknownOperationException", f"No route for {method} {path}", 404)
 
@@ -1810,6 +1947,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self._emulator.handle_model_call(
                 match.group("action"), match.group("model"), headers, body, request_id
             )
+        elif path == ASYNC_PATH or path.startswith(ASYNC_PATH + "/"):
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            reply = self._emulator.handle_async_call(method, path, headers, body, request_id)
         elif path.startswith(COMPAT_PREFIXES):
             headers = {name.lower(): value for name, value in self.headers.items()}
             reply = self._emulator.handle_compat_call(method, path, headers, body, request_id)
