@@ -47,7 +47,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from bedrock_spend.model_ids import GEO_PREFIXES
+from bedrock_spend.domain.model_ids import GEO_PREFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "functions" / "bedrock_spend" / "data"

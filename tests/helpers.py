@@ -119,7 +119,7 @@ def spy_on_bedrock(monkeypatch: Any) -> BedrockTraffic:
     """Record the proxy's traffic with Bedrock: its httpx requests and Bedrock's raw body bytes."""
     import httpx
 
-    from bedrock_spend import forwarding
+    from bedrock_spend.transport import forwarding
 
     traffic = BedrockTraffic([], [])
     send, chunks = httpx.AsyncClient.send, forwarding.Upstream.chunks

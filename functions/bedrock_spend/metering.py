@@ -25,8 +25,10 @@ from typing import Any
 import anyio
 from aws_lambda_powertools import Logger
 
-from bedrock_spend import metrics
-from bedrock_spend.errors import (
+from bedrock_spend.aws import metrics
+from bedrock_spend.aws.ledger import Ledger
+from bedrock_spend.aws.profiles import ProfileResolver
+from bedrock_spend.domain.errors import (
     BadRequestError,
     BedrockConnectionLostError,
     BedrockNotReachedError,
@@ -36,17 +38,15 @@ from bedrock_spend.errors import (
     TooManyInFlightError,
     UnpricedModelError,
 )
-from bedrock_spend.forwarding import MANTLE_SIGNING_NAME, Forwarder, Outbound, Upstream
-from bedrock_spend.keys import model_allowed
-from bedrock_spend.ledger import Ledger
-from bedrock_spend.meters import HiddenUsageChunk, Measured, Meter, Requested, meter_for
-from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_id
-from bedrock_spend.native import BedrockCall
-from bedrock_spend.prices import Cost, PriceBook
-from bedrock_spend.profiles import ProfileResolver
+from bedrock_spend.domain.keys import model_allowed
+from bedrock_spend.domain.model_ids import InvalidModelIdError, ModelRef, parse_model_id
+from bedrock_spend.domain.prices import Cost, PriceBook
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend.settings import RECORD_SECONDS, ProxySettings
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.transport.forwarding import MANTLE_SIGNING_NAME, Forwarder, Outbound, Upstream
+from bedrock_spend.transport.meters import HiddenUsageChunk, Measured, Meter, Requested, meter_for
+from bedrock_spend.transport.native import BedrockCall
 
 logger = Logger(child=True)
 MICRO = Decimal(1_000_000)
@@ -85,7 +85,7 @@ class Collaborators:
 
 def default_collaborators(settings: ProxySettings) -> Collaborators:
     from bedrock_spend import aws
-    from bedrock_spend.prices import load_price_book
+    from bedrock_spend.domain.prices import load_price_book
 
     return Collaborators(
         settings=settings,
@@ -333,6 +333,13 @@ async def _open(deps: Collaborators, call: BedrockCall) -> Upstream:
     if upstream.status >= 300:
         metrics.emit_bedrock_error(_error_type(upstream))
     return upstream
+
+
+async def forward_free(deps: Collaborators, endpoint: str, outbound: Outbound) -> Relay:
+    """An operation Bedrock does not bill (GetAsyncInvoke): forwarded signed, relayed, not recorded."""
+    started = time.monotonic()
+    upstream = await deps.forwarder(endpoint).open(outbound)
+    return Relay(upstream, deadline=started + deps.settings.max_call_seconds)
 
 
 async def list_models(

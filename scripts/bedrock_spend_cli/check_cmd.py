@@ -25,13 +25,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from bedrock_spend.keys import KeyRecord, utcnow
+from bedrock_spend.domain.keys import KeyRecord, utcnow
 from bedrock_spend_cli.config import Aws, CliError, Tables, UsageError, aws_error_message
 from bedrock_spend_cli.output import Column, dumps, emit_rows, render_table
 
 if TYPE_CHECKING:
-    from bedrock_spend.key_store import KeyStore
-    from bedrock_spend.prices import PriceBook
+    from bedrock_spend.aws.key_store import KeyStore
+    from bedrock_spend.domain.prices import PriceBook
 
 AddCommand = Callable[
     ["argparse._SubParsersAction[argparse.ArgumentParser]", str, str, str], argparse.ArgumentParser
@@ -326,8 +326,8 @@ def estimate_micro_usd(
     book: PriceBook, model_id: str, region: str, planned: Sequence[Planned]
 ) -> Decimal | None:
     """The most the planned calls can cost (every call using its max tokens); None if unpriced."""
-    from bedrock_spend.model_ids import InvalidModelIdError, parse_model_id
-    from bedrock_spend.usage import Usage
+    from bedrock_spend.domain.model_ids import InvalidModelIdError, parse_model_id
+    from bedrock_spend.domain.usage import Usage
 
     try:
         ref = parse_model_id(model_id)
@@ -355,7 +355,7 @@ def usd(micro: Decimal) -> str:
 
 def cheapest_model(aws: Aws, book: PriceBook, region: str) -> str:
     """The cheapest text model the account lists that streams and that the check can call."""
-    from bedrock_spend.model_ids import family, parse_model_id
+    from bedrock_spend.domain.model_ids import family, parse_model_id
 
     bedrock = aws.client("bedrock")
     try:
@@ -453,7 +453,7 @@ class Run:
     # keys
 
     def mint(self, role: str, **fields: Any) -> Minted:
-        from bedrock_spend.keys import hash_key, mint_key, new_key_id
+        from bedrock_spend.domain.keys import hash_key, mint_key, new_key_id
 
         assert self.store is not None
         key = mint_key()
@@ -732,15 +732,15 @@ def expect_refusal(name: str, reply: Reply, status: int, kind: str) -> Result:
 
 def ledger_items(client: Any, table: str, principal_id: str, since: datetime) -> list[dict[str, Any]]:
     """The principal's request records from ``since`` on, decoded (the ledger owns the query)."""
-    from bedrock_spend.ledger import Ledger
+    from bedrock_spend.aws.ledger import Ledger
 
     return Ledger(table, client=client).records(principal_id, since)
 
 
 def expected_cost(book: PriceBook, item: dict[str, Any]) -> Decimal | None:
     """What the price book says the recorded tokens cost; None when the book cannot tell."""
-    from bedrock_spend.ledger import usage_of
-    from bedrock_spend.model_ids import InvalidModelIdError, parse_model_id
+    from bedrock_spend.aws.ledger import usage_of
+    from bedrock_spend.domain.model_ids import InvalidModelIdError, parse_model_id
 
     if item.get("PriceBookVersion") != book.version:
         return None  # priced by another version of the book: compare nothing
@@ -851,9 +851,9 @@ def confirm(message: str, assume_yes: bool) -> bool:
 
 
 def check(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
-    from bedrock_spend.keys import hash_key
-    from bedrock_spend.model_ids import InvalidModelIdError, family, parse_model_id
-    from bedrock_spend.prices import load_price_book
+    from bedrock_spend.domain.keys import hash_key
+    from bedrock_spend.domain.model_ids import InvalidModelIdError, family, parse_model_id
+    from bedrock_spend.domain.prices import load_price_book
 
     endpoint = api_endpoint(args, tables)
     book = load_price_book()
@@ -874,7 +874,7 @@ def check(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
         print("cancelled", file=sys.stderr)
         return 1
 
-    from bedrock_spend.key_store import KeyStore
+    from bedrock_spend.aws.key_store import KeyStore
 
     ca_bundle = args.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
     api = Api(endpoint, ca_bundle, timeout=args.timeout)
@@ -1012,7 +1012,7 @@ def _seconds(text: str) -> float:
 
 
 def _key(text: str) -> str:
-    from bedrock_spend.keys import KEY_PREFIX
+    from bedrock_spend.domain.keys import KEY_PREFIX
 
     if not text.startswith(KEY_PREFIX):
         raise argparse.ArgumentTypeError(f"not an API key: keys start with {KEY_PREFIX}")

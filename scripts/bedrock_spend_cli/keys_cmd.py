@@ -13,13 +13,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from bedrock_spend.keys import KeyRecord, utcnow
+from bedrock_spend.domain.keys import KeyRecord, utcnow
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables, UsageError, aws_error_message
 from bedrock_spend_cli.output import Column, emit_record, emit_rows, text
 
 if TYPE_CHECKING:
-    from bedrock_spend.key_store import KeyStore
+    from bedrock_spend.aws.key_store import KeyStore
 
 AddGroup = Callable[[str, str, str], "argparse._SubParsersAction[argparse.ArgumentParser]"]
 AddCommand = Callable[
@@ -100,7 +100,7 @@ def view(record: KeyRecord, now: datetime) -> dict[str, Any]:
 
 
 def key_store(aws: Aws, tables: Tables) -> KeyStore:
-    from bedrock_spend.key_store import KeyStore
+    from bedrock_spend.aws.key_store import KeyStore
 
     return KeyStore(tables.keys(), client=aws.client("dynamodb"))
 
@@ -133,7 +133,7 @@ def _print_new_key(key: str, record: KeyRecord, fmt: str) -> None:
 
 
 def create(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
-    from bedrock_spend.keys import hash_key, mint_key, new_key_id
+    from bedrock_spend.domain.keys import hash_key, mint_key, new_key_id
 
     store = key_store(aws, tables)
     key = mint_key()
@@ -186,7 +186,7 @@ def show(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
 
 def _month_spend_usd(aws: Aws, tables: Tables, principal_id: str, month: str) -> Decimal | None:
     """Month-to-date spend of the principal, or None when no usage table can be read."""
-    from bedrock_spend.ledger import Ledger
+    from bedrock_spend.aws.ledger import Ledger
 
     try:
         table = tables.usage()
@@ -263,7 +263,7 @@ def revoke(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
 
 
 def rotate(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
-    from bedrock_spend.keys import hash_key, mint_key, new_key_id
+    from bedrock_spend.domain.keys import hash_key, mint_key, new_key_id
 
     store = key_store(aws, tables)
     old = load(store, args.key_id)

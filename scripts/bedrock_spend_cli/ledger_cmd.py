@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from bedrock_spend.keys import principal_for, utcnow
-from bedrock_spend.parts import PARTS
+from bedrock_spend.domain.keys import principal_for, utcnow
+from bedrock_spend.domain.parts import PARTS
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables
 from bedrock_spend_cli.output import Column, count, emit_record, emit_rows
 
 if TYPE_CHECKING:
-    from bedrock_spend.usage_record import UsageRecord
+    from bedrock_spend.domain.usage_record import UsageRecord
 
 AddGroup = Callable[[str, str, str], "argparse._SubParsersAction[argparse.ArgumentParser]"]
 AddCommand = Callable[
@@ -147,7 +147,7 @@ def _first_object(line: str, before: int) -> dict[str, Any] | None:
 
 
 def _rebuild(data: Any, where: str) -> Found:
-    from bedrock_spend.usage_record import RECORD_VERSION, UsageRecord
+    from bedrock_spend.domain.usage_record import RECORD_VERSION, UsageRecord
 
     if not isinstance(data, dict):
         return Found(where, problem="no usage_record object in the line")
@@ -171,7 +171,7 @@ def _rebuild(data: Any, where: str) -> Found:
 def replay(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
     from botocore.exceptions import ClientError
 
-    from bedrock_spend.ledger import Ledger, record_key
+    from bedrock_spend.aws.ledger import Ledger, record_key
 
     sources = args.files or ["-"]
     found = [item for name in sources for item in find_records(read_input(name), _label(name))]
@@ -242,7 +242,7 @@ _COUNTS = ("calls", "unpriced_calls", *(part.total for part in PARTS))
 
 def usage_row(item: dict[str, Any], month: str) -> dict[str, Any]:
     """A monthly total item (PK=TOTAL#<principal>, SK=MONTH#<month>) as a row."""
-    from bedrock_spend.ledger import month_total
+    from bedrock_spend.aws.ledger import month_total
 
     total = month_total(item)
     return {
@@ -257,7 +257,7 @@ def usage_row(item: dict[str, Any], month: str) -> dict[str, Any]:
 
 
 def usage(args: argparse.Namespace, aws: Aws, tables: Tables) -> int:
-    from bedrock_spend.ledger import monthly_totals, total_key
+    from bedrock_spend.aws.ledger import monthly_totals, total_key
 
     month = args.month or utcnow().strftime("%Y-%m")
     table = tables.usage()

@@ -22,9 +22,9 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Rounded, localcontext
 from typing import Any, TextIO
 
-from bedrock_spend.keys import principal_for, utcnow
-from bedrock_spend.ledger import Summary as Call
-from bedrock_spend.parts import PARTS
+from bedrock_spend.aws.ledger import Summary as Call
+from bedrock_spend.domain.keys import principal_for, utcnow
+from bedrock_spend.domain.parts import PARTS
 from bedrock_spend_cli import values
 from bedrock_spend_cli.config import Aws, CliError, Tables, UsageError
 from bedrock_spend_cli.output import Column, count, dumps, render_table, text
@@ -185,7 +185,7 @@ def read_calls(
     progress: Progress | None = None,
 ) -> Iterator[Call]:
     """Every request record from ``first`` to ``last`` (UTC, both included), by Query."""
-    from bedrock_spend.ledger import records_of_day, records_of_principal, summary, summary_projection
+    from bedrock_spend.aws.ledger import records_of_day, records_of_principal, summary, summary_projection
 
     progress = progress or Progress(False)
     paginator = client.get_paginator("query")

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bedrock_spend.keys import utcnow
+from bedrock_spend.domain.keys import utcnow
 from bedrock_spend_cli.config import Aws, Tables
 from bedrock_spend_cli.output import Column, dumps, render_table
 from bedrock_spend_cli.report_cmd import (

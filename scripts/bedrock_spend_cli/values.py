@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from bedrock_spend.keys import KEY_PREFIX, utcnow
+from bedrock_spend.domain.keys import KEY_PREFIX, utcnow
 
 # Usernames become part of CloudWatch dimension values and DynamoDB keys (User::<name>).
 _NAME_RE = re.compile(r"[A-Za-z0-9._@+\-]{1,128}")

@@ -429,8 +429,8 @@ class LocalStack:
         )
 
     def _mint_demo_key(self) -> None:
-        from bedrock_spend.key_store import KeyStore
-        from bedrock_spend.keys import KeyRecord, hash_key, mint_key, new_key_id, utcnow
+        from bedrock_spend.aws.key_store import KeyStore
+        from bedrock_spend.domain.keys import KeyRecord, hash_key, mint_key, new_key_id, utcnow
 
         key = mint_key()
         record = KeyRecord(

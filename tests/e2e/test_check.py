@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend.key_store import KeyStore
+from bedrock_spend.aws.key_store import KeyStore
 from bedrock_spend_cli.check_cmd import Cause, Status, StreamReply, judge_stream
 from bedrock_spend_cli.check_cmd import Reply as CheckReply
 from bedrock_spend_local.gateway import AsgiApp

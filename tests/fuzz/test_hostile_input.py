@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bedrock_spend.keys import token_from_header
+from bedrock_spend.domain.keys import token_from_header
 from bedrock_spend_local.server import LocalStack
 from tests.e2e.conftest import Reply, http, running_stack
 from tests.helpers import claude_body

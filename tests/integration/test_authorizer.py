@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bedrock_spend.authorizer import app
-from bedrock_spend.key_store import KeyStore
-from bedrock_spend.keys import KeyRecord, hash_key, mint_key, utcnow
+from bedrock_spend.aws.key_store import KeyStore
+from bedrock_spend.domain.keys import KeyRecord, hash_key, mint_key, utcnow
 from tests.conftest import KEY_TABLE, load_event
 from tests.helpers import LambdaContext
 

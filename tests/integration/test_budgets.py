@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend.ledger import Ledger, total_key
+from bedrock_spend.aws.ledger import Ledger, total_key
 from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event
 from tests.helpers import claude_body, emf_records, emf_value, metric_names

@@ -12,12 +12,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from bedrock_spend.key_store import KeyStore
-from bedrock_spend.keys import KeyRecord, decide, hash_key, utcnow
-from bedrock_spend.ledger import Ledger
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.aws.key_store import KeyStore
+from bedrock_spend.aws.ledger import Ledger
+from bedrock_spend.domain.keys import KeyRecord, decide, hash_key, utcnow
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config
 from bedrock_spend_cli.main import main
 from tests.conftest import KEY_TABLE, USAGE_TABLE

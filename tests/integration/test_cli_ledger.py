@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-from bedrock_spend.ledger import record_key, total_key
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.aws.ledger import record_key, total_key
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config
 from tests.conftest import KEY_TABLE, USAGE_TABLE
 from tests.helpers import CliResult, CliRun, cli_runner

@@ -19,11 +19,11 @@ from typing import Any
 import boto3
 import pytest
 
-from bedrock_spend import ledger as ledger_module
-from bedrock_spend.ledger import Ledger
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.aws import ledger as ledger_module
+from bedrock_spend.aws.ledger import Ledger
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config, report_cmd, report_reconcile
 from bedrock_spend_cli.report_cmd import Progress, resolve_range
 from tests.conftest import KEY_TABLE, USAGE_TABLE

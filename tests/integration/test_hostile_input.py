@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bedrock_spend.authorizer import app as authorizer_app
-from bedrock_spend.key_store import KeyStore
-from bedrock_spend.keys import KeyRecord, hash_key, mint_key, utcnow
+from bedrock_spend.aws.key_store import KeyStore
+from bedrock_spend.domain.keys import KeyRecord, hash_key, mint_key, utcnow
 from tests import proxy_client
 from tests.conftest import KEY_TABLE, load_event
 from tests.helpers import BedrockTraffic, LambdaContext, header, spy_on_bedrock

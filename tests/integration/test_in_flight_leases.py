@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bedrock_spend.ledger import Ledger
+from bedrock_spend.aws.ledger import Ledger
 from tests.conftest import USAGE_TABLE
 
 PRINCIPAL = "User::ana"

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend import ledger
-from bedrock_spend.ledger import Ledger
-from bedrock_spend.parts import PARTS
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.aws import ledger
+from bedrock_spend.aws.ledger import Ledger
+from bedrock_spend.domain.parts import PARTS
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import config, ledger_cmd, report_cmd
 from tests.conftest import USAGE_TABLE
 from tests.helpers import CliRun, cli_runner

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend import metrics
-from bedrock_spend.prices import load_price_book
+from bedrock_spend.aws import metrics
+from bedrock_spend.domain.prices import load_price_book
 from bedrock_spend_local.emulator import error_statuses
 from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event

@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import pytest
 
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend_cli import output, values
 from bedrock_spend_cli.ledger_cmd import find_records
 from bedrock_spend_cli.main import build_parser, main

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend import compat
-from bedrock_spend.errors import BadRequestError, BudgetExceededError
-from bedrock_spend.meters import HiddenUsageChunk, SseEvents
+from bedrock_spend.domain.errors import BadRequestError, BudgetExceededError
 from bedrock_spend.proxy.http import error_response
+from bedrock_spend.transport import compat
+from bedrock_spend.transport.meters import HiddenUsageChunk, SseEvents
 from tests.unit.test_metering import FakeBedrock, FakeLedger, FakeUpstream, collaborators, serve
 
 GPT_OSS = "openai.gpt-oss-120b-1:0"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend import metrics
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.aws import metrics
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend_local.tables import load_template
 from tests.helpers import emf_records
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bedrock_spend.errors import BadRequestError
-from bedrock_spend.invoke_request import parse_invoke_request
+from bedrock_spend.domain.errors import BadRequestError
+from bedrock_spend.transport.invoke_request import parse_invoke_request
 
 BODY = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": []}
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 import keycove
 import pytest
 
-from bedrock_spend.keys import (
+from bedrock_spend.domain.keys import (
     KEY_PREFIX,
     KeyRecord,
     decide,

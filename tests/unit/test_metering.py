@@ -19,8 +19,9 @@ from typing import Any
 import anyio
 import pytest
 
-from bedrock_spend import metering, native
-from bedrock_spend.errors import (
+from bedrock_spend import metering
+from bedrock_spend.aws.profiles import ProfileResolver
+from bedrock_spend.domain.errors import (
     BadRequestError,
     BedrockConnectionLostError,
     BedrockNotReachedError,
@@ -28,12 +29,12 @@ from bedrock_spend.errors import (
     ForbiddenModelError,
     TooManyInFlightError,
 )
-from bedrock_spend.forwarding import Outbound
-from bedrock_spend.prices import load_price_book
-from bedrock_spend.profiles import ProfileResolver
+from bedrock_spend.domain.prices import load_price_book
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 from bedrock_spend.proxy.http import RelayResponse, caller_from, request_context
 from bedrock_spend.settings import ProxySettings
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.transport import native
+from bedrock_spend.transport.forwarding import Outbound
 from bedrock_spend_local.eventstream import chunk_event, converse_event, exception_event
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -1,6 +1,6 @@
 import pytest
 
-from bedrock_spend.model_ids import InvalidModelIdError, family, parse_model_id
+from bedrock_spend.domain.model_ids import InvalidModelIdError, family, parse_model_id
 
 ACCT = "123456789012"
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"

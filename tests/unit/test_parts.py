@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend import parts
-from bedrock_spend.model_ids import parse_model_id
-from bedrock_spend.parts import COUNTS, PARTS, Count, Part
-from bedrock_spend.prices import Cost, PriceBook
-from bedrock_spend.usage import Usage, usage_from_invoke
-from bedrock_spend.usage_record import Caller, UsageRecord
+from bedrock_spend.domain import parts
+from bedrock_spend.domain.model_ids import parse_model_id
+from bedrock_spend.domain.parts import COUNTS, PARTS, Count, Part
+from bedrock_spend.domain.prices import Cost, PriceBook
+from bedrock_spend.domain.usage import Usage, usage_from_invoke
+from bedrock_spend.domain.usage_record import Caller, UsageRecord
 
 COHERE = "cohere.rerank-v3-5:0"
 AMAZON = "amazon.rerank-v1:0"
@@ -105,7 +105,7 @@ def test_stored_names_are_those_existing_ledgers_and_logs_hold() -> None:
 
 
 def test_only_the_metric_budget_is_per_principal() -> None:
-    from bedrock_spend import metrics
+    from bedrock_spend.aws import metrics
 
     assert list(metrics.CALL_METRICS) == ["Invocations", "InputTokensUsed", "OutputTokensUsed", "TotalCost"]
     assert "RerankQueries" in metrics.MODEL_METRICS
@@ -242,7 +242,7 @@ def test_a_record_missing_an_old_part_cost_is_refused() -> None:
 
 
 def test_metrics_count_queries_per_model(capsys: pytest.CaptureFixture[str]) -> None:
-    from bedrock_spend import metrics
+    from bedrock_spend.aws import metrics
 
     usage = rerank(COHERE, 250)
     metrics.emit_call(

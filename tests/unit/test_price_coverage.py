@@ -8,8 +8,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bedrock_spend.model_ids import parse_model_id
-from bedrock_spend.prices import DEFAULT_BOOK_PATH, load_price_book
+from bedrock_spend.domain.model_ids import parse_model_id
+from bedrock_spend.domain.prices import DEFAULT_BOOK_PATH, load_price_book
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "bedrock-model-reference.json"

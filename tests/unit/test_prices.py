@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend.model_ids import ModelKind, ModelRef, parse_model_id
-from bedrock_spend.prices import DEFAULT_BOOK_PATH, Cost, PriceBook, load_price_book
-from bedrock_spend.usage import StreamUsage, Usage, usage_from_invoke
+from bedrock_spend.domain.model_ids import ModelKind, ModelRef, parse_model_id
+from bedrock_spend.domain.prices import DEFAULT_BOOK_PATH, Cost, PriceBook, load_price_book
+from bedrock_spend.domain.usage import StreamUsage, Usage, usage_from_invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "scripts" / "generate_prices.py"
@@ -579,9 +579,9 @@ def test_regional_uplift_rule_fills_a_missing_regional_price() -> None:
 @pytest.mark.parametrize(
     ("statement", "absent"),
     [
-        ("import bedrock_spend.prices as p; p.load_price_book()", "genai_prices"),
-        ("import bedrock_spend.profiles", "genai_prices"),
-        ("import bedrock_spend.profiles", "boto3"),
+        ("import bedrock_spend.domain.prices as p; p.load_price_book()", "genai_prices"),
+        ("import bedrock_spend.aws.profiles", "genai_prices"),
+        ("import bedrock_spend.aws.profiles", "boto3"),
     ],
 )
 def test_lambda_modules_do_not_import_heavy_packages(statement: str, absent: str) -> None:

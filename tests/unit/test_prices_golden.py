@@ -15,9 +15,9 @@ from functools import cache
 
 import pytest
 
-from bedrock_spend.model_ids import ModelKind, ModelRef, parse_model_id
-from bedrock_spend.prices import PriceBook, load_price_book
-from bedrock_spend.usage import Usage
+from bedrock_spend.domain.model_ids import ModelKind, ModelRef, parse_model_id
+from bedrock_spend.domain.prices import PriceBook, load_price_book
+from bedrock_spend.domain.usage import Usage
 
 ACCOUNT = "123456789012"
 
@@ -320,7 +320,7 @@ def book(discount: str) -> PriceBook:
         return load_price_book()
     import json
 
-    from bedrock_spend.prices import DEFAULT_BOOK_PATH
+    from bedrock_spend.domain.prices import DEFAULT_BOOK_PATH
 
     with open(DEFAULT_BOOK_PATH, encoding="utf-8") as f:
         raw = json.load(f)

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from bedrock_spend.model_ids import ModelRef
-from bedrock_spend.profiles import FAILURE_TTL_SECONDS, ProfileResolver
+from bedrock_spend.aws.profiles import FAILURE_TTL_SECONDS, ProfileResolver
+from bedrock_spend.domain.model_ids import ModelRef
 
 ACCOUNT = "123456789012"
 PROFILE_ARN = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:application-inference-profile/a1b2c3d4e5f6"

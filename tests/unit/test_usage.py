@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend.model_ids import parse_model_id
-from bedrock_spend.usage import StreamUsage, Usage, usage_from_converse, usage_from_invoke
+from bedrock_spend.domain.model_ids import parse_model_id
+from bedrock_spend.domain.usage import StreamUsage, Usage, usage_from_converse, usage_from_invoke
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 NO_HEADERS: dict[str, str] = {}

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from bedrock_spend import async_invoke
-from bedrock_spend.errors import BadRequestError
-from bedrock_spend.meters import Requested, meter_for
-from bedrock_spend.model_ids import parse_model_id
-from bedrock_spend.parts import PARTS
-from bedrock_spend.prices import DEFAULT_BOOK_PATH, PriceBook, load_price_book
-from bedrock_spend.usage import UNREADABLE, Usage, VideoRequest, usage_from_async_invoke, video_request
+from bedrock_spend.domain.errors import BadRequestError
+from bedrock_spend.domain.model_ids import parse_model_id
+from bedrock_spend.domain.parts import PARTS
+from bedrock_spend.domain.prices import DEFAULT_BOOK_PATH, PriceBook, load_price_book
+from bedrock_spend.domain.usage import UNREADABLE, Usage, VideoRequest, usage_from_async_invoke, video_request
+from bedrock_spend.transport import async_invoke
+from bedrock_spend.transport.meters import Requested, meter_for
 
 REEL = parse_model_id("amazon.nova-reel-v1:0")
 REEL_11 = parse_model_id("amazon.nova-reel-v1:1")

@@ -25,8 +25,8 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bedrock_spend import metrics
 from bedrock_spend.authorizer.service import authorize
+from bedrock_spend.aws import metrics
 
 logger = Logger()
 

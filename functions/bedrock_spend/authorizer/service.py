@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from bedrock_spend.key_store import KeyStore
-from bedrock_spend.keys import Decision, Outcome, decide, hash_key, token_from_header, utcnow
+from bedrock_spend.aws.key_store import KeyStore
+from bedrock_spend.domain.keys import Decision, Outcome, decide, hash_key, token_from_header, utcnow
 from bedrock_spend.settings import authorizer_settings
 
 

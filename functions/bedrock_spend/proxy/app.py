@@ -19,9 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bedrock_spend import async_invoke, compat, metering, native
-from bedrock_spend.errors import NotFoundError, ProxyError
-from bedrock_spend.invoke_request import parse_invoke_request, to_call
+from bedrock_spend import metering
+from bedrock_spend.domain.errors import NotFoundError, ProxyError
 from bedrock_spend.metering import Collaborators
 from bedrock_spend.proxy.http import (
     RelayResponse,
@@ -31,6 +30,9 @@ from bedrock_spend.proxy.http import (
     request_context,
 )
 from bedrock_spend.settings import proxy_settings
+from bedrock_spend.transport import async_invoke, compat, native
+from bedrock_spend.transport.forwarding import Outbound
+from bedrock_spend.transport.invoke_request import parse_invoke_request, to_call
 
 logger = Logger(service="bedrock-spend-proxy")
 
@@ -69,7 +71,8 @@ def create_app(collaborators: Callable[[], Collaborators] | None = None) -> Star
 
     async def get_async_invoke(request: Request) -> Response:
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-        return RelayResponse(await async_invoke.get_status(deps(), raw_path))
+        outbound = Outbound("GET", async_invoke.status_path(raw_path))
+        return RelayResponse(await metering.forward_free(deps(), "runtime", outbound))
 
     async def compat_operation(request: Request) -> Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -130,8 +133,8 @@ def prime() -> None:
     import botocore.auth
     import botocore.eventstream  # noqa: F401
 
-    from bedrock_spend import aws, ledger  # noqa: F401
-    from bedrock_spend.prices import load_price_book
+    from bedrock_spend import aws
+    from bedrock_spend.domain.prices import load_price_book
 
     load_price_book()
     aws.prime()  # boto3's DynamoDB serializers

@@ -19,9 +19,9 @@ from aws_lambda_powertools import Logger
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bedrock_spend.errors import ProxyError, UnauthorizedError
+from bedrock_spend.domain.errors import ProxyError, UnauthorizedError
+from bedrock_spend.domain.usage_record import Caller
 from bedrock_spend.metering import Relay, RequestContext
-from bedrock_spend.usage_record import Caller
 
 logger = Logger(child=True)
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"

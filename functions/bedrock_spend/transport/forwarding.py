@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bedrock_spend.errors import (
+from bedrock_spend.domain.errors import (
     BedrockConnectionLostError,
     BedrockNotReachedError,
     BedrockTimeoutError,

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from bedrock_spend.errors import BadRequestError
+from bedrock_spend.domain.errors import BadRequestError
 
 
 def _reject_constant(name: str) -> Any:

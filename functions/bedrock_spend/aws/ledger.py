@@ -23,9 +23,9 @@ from typing import Any
 
 from bedrock_spend import aws
 from bedrock_spend.aws import marshal, unmarshal
-from bedrock_spend.parts import COUNTS, PARTS
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import UsageRecord
+from bedrock_spend.domain.parts import COUNTS, PARTS
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import UsageRecord
 
 DAY_INDEX = "GSI1"
 

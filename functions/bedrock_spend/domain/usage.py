@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from bedrock_spend.model_ids import ModelRef, family
-from bedrock_spend.parts import COUNTS, PARTS, Part
+from bedrock_spend.domain.model_ids import ModelRef, family
+from bedrock_spend.domain.parts import COUNTS, PARTS, Part
 
 _INDEX = {count.field: i for i, count in enumerate(COUNTS)}
 _TOTALS = {part.total: part for part in PARTS}
@@ -24,7 +24,7 @@ _UNITS = tuple(_INDEX[c.field] for p in PARTS if not p.tokens for c in p.counts)
 
 @dataclass(frozen=True, slots=True, init=False, repr=False)
 class Usage:
-    """Billed quantities of one call: a count per :data:`~bedrock_spend.parts.COUNTS` entry.
+    """Billed quantities of one call: a count per :data:`~bedrock_spend.domain.parts.COUNTS` entry.
 
     Read a count by its field name (``usage.cache_read_tokens``, ``usage.images``) or a part's
     summed counts by its total (``usage.cache_write_tokens``); both are in the parts table.
@@ -213,7 +213,7 @@ class StreamUsage:
         if event_type != "metadata":
             return
         parts = _read_token_usage(_get(payload, "usage"))
-        # Measured by a third party (reference §4.4): OpenAI-family ConverseStream reports
+        # Measured by a third party (maximhq/bifrost PR #6942): OpenAI-family ConverseStream reports
         # inputTokens including the cache write (4995 with 4993 written; non-streaming said 2).
         # totalTokens is inflated by the same amount, so it cannot tell the cases apart; the
         # guard trusts the measurement and only fires when the subtraction cannot go negative.

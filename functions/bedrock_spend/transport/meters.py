@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
-from bedrock_spend.model_ids import ModelRef
-from bedrock_spend.usage import (
+from bedrock_spend.domain.model_ids import ModelRef
+from bedrock_spend.domain.usage import (
     CompatStreamUsage,
     StreamUsage,
     Usage,

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bedrock_spend.parts import COUNTS, PARTS, Part
-from bedrock_spend.prices import Cost
-from bedrock_spend.usage import Usage
+from bedrock_spend.domain.parts import COUNTS, PARTS, Part
+from bedrock_spend.domain.prices import Cost
+from bedrock_spend.domain.usage import Usage
 
 RECORD_VERSION = 1
 

@@ -3,10 +3,10 @@
 ``POST /model/{modelId}/{action}``: the last path segment names the operation, the rest is
 the model id, percent-encoded by the SDK (``:`` as ``%3A``, an ARN's ``/`` as ``%2F``). It is
 decoded exactly once; anything still encoded after that is refused by
-:func:`~bedrock_spend.model_ids.parse_model_id`. The request is forwarded as it came: the
+:func:`~bedrock_spend.domain.model_ids.parse_model_id`. The request is forwarded as it came: the
 body byte for byte and every Bedrock header, so members Bedrock adds later work without an
 upgrade. The one change is the caller's principal and key id merged into the request
-metadata (:mod:`bedrock_spend.request_metadata`), so Bedrock's invocation logs name them.
+metadata (:mod:`bedrock_spend.transport.request_metadata`), so Bedrock's invocation logs name them.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote, unquote
 
-from bedrock_spend import json_body, request_metadata
-from bedrock_spend.errors import BadRequestError, NotFoundError
-from bedrock_spend.forwarding import Outbound
-from bedrock_spend.meters import Requested
-from bedrock_spend.usage_record import Caller
+from bedrock_spend.domain.errors import BadRequestError, NotFoundError
+from bedrock_spend.domain.usage_record import Caller
+from bedrock_spend.transport import json_body, request_metadata
+from bedrock_spend.transport.forwarding import Outbound
+from bedrock_spend.transport.meters import Requested
 
 ACTIONS: dict[str, str] = {
     "invoke": "InvokeModel",

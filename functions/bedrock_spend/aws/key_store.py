@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from bedrock_spend import aws
-from bedrock_spend.keys import KeyRecord, KeyStatus
+from bedrock_spend.domain.keys import KeyRecord, KeyStatus
 
 KEY_ID_INDEX = "KeyIdIndex"
 

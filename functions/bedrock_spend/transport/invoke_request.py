@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 
-from bedrock_spend import json_body, native
-from bedrock_spend.errors import BadRequestError
-from bedrock_spend.usage_record import Caller
+from bedrock_spend.domain.errors import BadRequestError
+from bedrock_spend.domain.usage_record import Caller
+from bedrock_spend.transport import json_body, native
 
 # Set by the proxy from the caller's key, never by the caller.
 _OURS = frozenset({"requestMetadata"})

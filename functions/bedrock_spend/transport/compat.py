@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bedrock_spend import json_body
-from bedrock_spend.errors import BadRequestError, NotFoundError
-from bedrock_spend.forwarding import Outbound
-from bedrock_spend.meters import Requested
-from bedrock_spend.native import BedrockCall
+from bedrock_spend.domain.errors import BadRequestError, NotFoundError
+from bedrock_spend.transport import json_body
+from bedrock_spend.transport.forwarding import Outbound
+from bedrock_spend.transport.meters import Requested
+from bedrock_spend.transport.native import BedrockCall
 
 Endpoint = Literal["runtime", "mantle"]
 Dialect = Literal["openai", "anthropic"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from bedrock_spend.model_ids import InvalidModelIdError, ModelRef, parse_model_id
+from bedrock_spend.domain.model_ids import InvalidModelIdError, ModelRef, parse_model_id
 
 logger = logging.getLogger(__name__)
 

@@ -37,20 +37,23 @@ from decimal import (
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from bedrock_spend.parts import PARTS, TOKEN_RATES, UNIT_PRICES, VARIANT_PRICES, Part
+from bedrock_spend.domain.parts import PARTS, TOKEN_RATES, UNIT_PRICES, VARIANT_PRICES, Part
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from bedrock_spend.model_ids import ModelRef
-    from bedrock_spend.usage import Usage
+    from bedrock_spend.domain.model_ids import ModelRef
+    from bedrock_spend.domain.usage import Usage
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
 PICO_IN_MICRO = Decimal("0.000001")  # the quantum of every part: 1e-6 micro-USD
 MICRO_PER_USD = Decimal(1_000_000)
 SCHEMA_VERSION = 1
-DEFAULT_BOOK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "price_book.json")
+# data/ sits in the package root, one level above this layer.
+DEFAULT_BOOK_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "price_book.json"
+)
 
 # Exact steps trap on any rounding; only the final quantize may round.
 _EXACT = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation, DivisionByZero, Overflow])
@@ -389,7 +392,7 @@ def _variant_units(count: int, variant: str | None, entry: ModelPrices, key: str
 
 def _unknown_usage(usage: Usage) -> str:
     """Why nothing billable is known: the usage driver's reason (``unreadable: ...``), else none."""
-    from bedrock_spend.usage import UNREADABLE
+    from bedrock_spend.domain.usage import UNREADABLE
 
     if usage.source.startswith(UNREADABLE):
         return usage.source

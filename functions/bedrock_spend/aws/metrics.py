@@ -16,9 +16,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-from bedrock_spend.parts import PARTS, Part
-from bedrock_spend.usage import Usage
-from bedrock_spend.usage_record import UsageRecord
+from bedrock_spend.domain.parts import PARTS, Part
+from bedrock_spend.domain.usage import Usage
+from bedrock_spend.domain.usage_record import UsageRecord
 
 logger = Logger(child=True)
 

@@ -1,7 +1,8 @@
 """The billed parts of a Bedrock call, declared once.
 
-Every module that handles a part reads :data:`PARTS`: :class:`~bedrock_spend.usage.Usage`
-(its counts), :mod:`~bedrock_spend.prices` (how each is priced, :class:`~bedrock_spend.prices.Cost`),
+Every module that handles a part reads :data:`PARTS`: :class:`~bedrock_spend.domain.usage.Usage`
+(its counts), :mod:`~bedrock_spend.domain.prices` (how each is priced,
+:class:`~bedrock_spend.domain.prices.Cost`),
 the usage record's JSON, the ledger's request record and monthly total, the EMF metrics and
 the CLI's report and usage columns. Adding a part is one entry here (plus the usage driver
 that measures it, and its price in the book).

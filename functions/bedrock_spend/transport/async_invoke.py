@@ -5,7 +5,7 @@ AWS SDKs call it through the proxy.
   {s3OutputDataConfig: {s3Uri, ...}}, clientRequestToken?, tags?}`` -> ``{invocationArn}``. Metered
   like every call (allow-list on ``modelId``, unpriced policy, budget, in-flight place, all before
   Bedrock is called) and recorded once Bedrock accepted it, for the seconds of video the request
-  asks for (:func:`bedrock_spend.usage.usage_from_async_invoke`): the proxy never sees the job
+  asks for (:func:`bedrock_spend.domain.usage.usage_from_async_invoke`): the proxy never sees the job
   end, and AWS does not bill a job that fails.
 * ``GET /async-invoke/{invocationArn}`` (GetAsyncInvoke): the job's status, passed through, free.
 * ``GET /async-invoke`` (ListAsyncInvokes) is refused: it lists every caller's jobs in the account.
@@ -19,17 +19,15 @@ so a duplicated member cannot show the proxy one bucket and Bedrock another.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from bedrock_spend import json_body
-from bedrock_spend.errors import BadRequestError, ProxyError
-from bedrock_spend.forwarding import Outbound
-from bedrock_spend.metering import Collaborators, Relay
-from bedrock_spend.meters import Requested
-from bedrock_spend.native import BedrockCall
+from bedrock_spend.domain.errors import BadRequestError, ProxyError
+from bedrock_spend.transport import json_body
+from bedrock_spend.transport.forwarding import Outbound
+from bedrock_spend.transport.meters import Requested
+from bedrock_spend.transport.native import BedrockCall
 
 PATH = "/async-invoke"
 START_OPERATION = "StartAsyncInvoke"
@@ -97,11 +95,3 @@ def status_path(raw_path: str) -> str:
             "(arn:aws:bedrock:<region>:<account>:async-invoke/<id>, as StartAsyncInvoke returned it)"
         )
     return f"{PATH}/{quote(arn, safe='-._~')}"
-
-
-async def get_status(deps: Collaborators, raw_path: str) -> Relay:
-    """GetAsyncInvoke, forwarded signed and relayed as Bedrock answers; not metered (free)."""
-    outbound = Outbound("GET", status_path(raw_path))
-    started = time.monotonic()
-    upstream = await deps.forwarder("runtime").open(outbound)
-    return Relay(upstream, deadline=started + deps.settings.max_call_seconds)

@@ -19,8 +19,8 @@ import json
 import re
 from collections.abc import Mapping
 
-from bedrock_spend.errors import BadRequestError
-from bedrock_spend.usage_record import Caller
+from bedrock_spend.domain.errors import BadRequestError
+from bedrock_spend.domain.usage_record import Caller
 
 MAX_ENTRIES = 16
 MAX_KEY_LENGTH = 256

@@ -1,0 +1,1 @@
+"""Transport: Bedrock's wire formats, routes and forwarding (HTTP, event streams, SSE)."""
