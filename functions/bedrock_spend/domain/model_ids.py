@@ -116,6 +116,7 @@ def _amazon_family(name: str) -> str:
     for prefix, fam in (
         ("nova-reel", "video"),
         ("nova-canvas", "image"),
+        ("nova-2-multimodal-embeddings", "nova-embed"),
         ("nova-", "nova"),
         ("titan-embed", "titan-embed"),
         ("titan-image", "image"),

@@ -166,6 +166,18 @@ PARTS: tuple[Part, ...] = (
         column="VIDEO SECONDS",
         metric="VideoSecondsRequested",
     ),
+    Part(
+        name="input_images",
+        pricing="unit",
+        # Multimodal embeddings (Titan Multimodal, Nova Multimodal) bill each image embedded
+        # on top of the text tokens (the model entry's "input_images": USD per image).
+        counts=(Count("input_images", "inputImages", "InputImages", "input_images", "input image"),),
+        cost_record="inputImagesMicroUsd",
+        cost_attribute="InputImagesCostMicroUsd",
+        total="input_images",
+        total_attribute="InputImages",
+        column="INPUT IMAGES",
+    ),
 )
 
 COUNTS: tuple[Count, ...] = tuple(count for part in PARTS for count in part.counts)

@@ -96,7 +96,7 @@ class Usage:
 MAX_COUNT = 10**12
 _DIGITS = re.compile(r"[0-9]{1,13}")
 _HEADER_PREFIX = "x-amzn-bedrock-"
-_EMBEDDING_FAMILIES = frozenset({"titan-embed", "cohere-embed"})
+_EMBEDDING_FAMILIES = frozenset({"titan-embed", "cohere-embed", "nova-embed"})
 
 
 @dataclass(slots=True)
@@ -179,7 +179,37 @@ def usage_from_invoke(
         source = f"{fam}+headers" if from_headers else fam
     else:
         source = "headers" if from_headers else "none"
+    if fam in _EMBEDDING_FAMILIES:
+        media = _embedded_media(fam, _load_object(request_body))
+        if media is None:
+            # Audio or video billed per second that no count reports: unpriced, never guessed.
+            return Usage(source=UNREADABLE + "seconds of the audio or video embedded are not reported")
+        return parts.to_usage(source, variant, images=images, input_images=media)
     return parts.to_usage(source, variant, images=images)
+
+
+def _embedded_media(fam: str, request: Mapping[str, object] | None) -> int | None:
+    """Images a multimodal embedding request embeds (billed per image); None when it embeds
+    audio or video, which are billed per second and reported nowhere in the answer.
+
+    Titan Multimodal Embeddings: ``inputImage`` (base64). Nova Multimodal Embeddings:
+    ``singleEmbeddingParams`` holds one of ``text``, ``image``, ``video``, ``audio``; its
+    segmented (async) form is not an InvokeModel call. Request shapes: the Amazon Titan and
+    Amazon Nova user guides' embeddings request pages.
+    """
+    if request is None:
+        return 0
+    if fam == "titan-embed":
+        image = request.get("inputImage")
+        return 1 if isinstance(image, str) and image else 0
+    if fam == "nova-embed":
+        params = request.get("singleEmbeddingParams")
+        if not isinstance(params, Mapping):
+            return 0
+        if params.get("video") is not None or params.get("audio") is not None:
+            return None
+        return 1 if params.get("image") is not None else 0
+    return 0
 
 
 def usage_from_converse(response: Mapping[str, Any]) -> Usage:
