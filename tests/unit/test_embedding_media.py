@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from bedrock_spend.domain.model_ids import parse_model_id
 from bedrock_spend.domain.prices import load_price_book
-from bedrock_spend.domain.usage import UNREADABLE, usage_from_invoke
+from bedrock_spend.domain.usage import UNREADABLE, StreamUsage, usage_from_invoke
 
 TITAN_MM = parse_model_id("amazon.titan-embed-image-v1")
 NOVA_MM = parse_model_id("us.amazon.nova-2-multimodal-embeddings-v1:0")
@@ -60,3 +60,16 @@ def test_a_nova_multimodal_video_or_audio_embedding_is_unpriced_with_the_reason(
         cost = load_price_book().price(usage, NOVA_MM, region="us-east-1")
         assert not cost.priced
         assert cost.reason is not None and "seconds" in cost.reason
+
+
+def test_a_video_analysis_call_is_unpriced_rather_than_priced_on_its_tokens_alone() -> None:
+    # Pegasus bills per second of the video it reads; no answer or header reports those seconds.
+    pegasus = parse_model_id("us.twelvelabs.pegasus-1-2-v1:0")
+    answer = json.dumps({"message": "a cat", "finishReason": "stop"}).encode()
+    usage = usage_from_invoke(pegasus, answer, {"x-amzn-bedrock-output-token-count": "12"}, b"{}")
+    cost = load_price_book().price(usage, pegasus, region="us-east-1")
+    assert not cost.priced
+    assert cost.reason is not None and "seconds of the video" in cost.reason
+    stream = StreamUsage(pegasus)
+    stream.feed_chunk({"message": "a cat"})
+    assert stream.usage().source.startswith(UNREADABLE)

@@ -92,6 +92,8 @@ def family(ref: ModelRef) -> str:
         return "anthropic"
     if provider == "amazon":
         return _amazon_family(name)
+    if provider == "twelvelabs" and name.startswith("pegasus"):
+        return "video-analysis"  # billed per second of the video it reads
     if provider == "stability":
         return "image"
     if provider == "meta":

@@ -97,6 +97,9 @@ MAX_COUNT = 10**12
 _DIGITS = re.compile(r"[0-9]{1,13}")
 _HEADER_PREFIX = "x-amzn-bedrock-"
 _EMBEDDING_FAMILIES = frozenset({"titan-embed", "cohere-embed", "nova-embed"})
+# Models that bill per second of the video they read (TwelveLabs Pegasus), which no answer
+# reports: their calls are recorded unpriced with this reason, never priced on tokens alone.
+_MEDIA_SECONDS_FAMILIES = frozenset({"video-analysis"})
 
 
 @dataclass(slots=True)
@@ -160,6 +163,8 @@ def usage_from_invoke(
     ``source`` is the family name when the body told something, with "+headers" appended
     when headers filled parts the body lacked; "headers" alone, or "none".
     """
+    if family(ref) in _MEDIA_SECONDS_FAMILIES:
+        return _MEDIA_SECONDS_UNREPORTED
     if _is_rerank(ref):
         # Billed per query, counted from the request; token counts (if any) are not billed.
         queries = _rerank_queries(request_body)
@@ -258,6 +263,8 @@ class StreamUsage:
 
     def usage(self) -> Usage:
         """The best knowledge so far; source "stream", or "none" when nothing was seen."""
+        if family(self._ref) in _MEDIA_SECONDS_FAMILIES:
+            return _MEDIA_SECONDS_UNREPORTED
         parts = _Parts()
         parts.fill_from(self._bedrock)
         parts.fill_from(self._model)
@@ -528,6 +535,7 @@ def _rerank_queries(request_body: bytes | None) -> int:
 # The source of a Usage whose billed quantities could not be read, followed by why; the price
 # book gives it as the unpriced reason (never a guess).
 UNREADABLE = "unreadable: "
+_MEDIA_SECONDS_UNREPORTED = Usage(source=UNREADABLE + "seconds of the video analysed are not reported")
 # Nova Reel: every shot of a multi-shot video is 6 seconds long (Amazon Nova user guide,
 # "Video generation input parameters"), and 6 s is the TEXT_VIDEO default.
 NOVA_REEL_SHOT_SECONDS = 6
