@@ -48,3 +48,13 @@ def test_every_make_target_the_readme_runs_exists() -> None:
     targets = set(re.findall(r"^([a-z][\w-]*):", makefile, flags=re.MULTILINE))
     used = set(re.findall(r"\bmake ([a-z][\w-]*)", README))
     assert used and used <= targets, f"README runs make targets the Makefile lacks: {sorted(used - targets)}"
+
+
+def test_every_metric_a_billed_part_emits_is_in_the_metrics_table() -> None:
+    from bedrock_spend.domain.parts import PARTS
+
+    table = README[README.index("## Metrics") : README.index("## Reports")]
+    documented = set(re.findall(r"^\| ([^|]+) \|", table, flags=re.MULTILINE))
+    names = {name for cell in documented for name in re.findall(r"`(\w+)`", cell)}
+    emitted = {part.metric for part in PARTS if part.metric}
+    assert emitted <= names, f"README's Metrics table lacks {sorted(emitted - names)}"
