@@ -6,7 +6,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,3 +237,17 @@ def served_over_http(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()
+
+
+def usage_records(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's per-request records among raw DynamoDB items, sorted by key, each with its
+    unused parts filled in as 0: the ledger leaves them out, and its readers take them as 0."""
+    from bedrock_spend.domain.parts import PARTS
+
+    zeros = {
+        name: {"N": "0"}
+        for part in PARTS
+        for name in (part.cost_attribute, *(c.attribute for c in part.counts))
+    }
+    records = [item for item in items if item["PK"]["S"].startswith("USAGE#")]
+    return [{**zeros, **item} for item in sorted(records, key=lambda item: item["SK"]["S"])]

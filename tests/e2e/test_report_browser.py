@@ -28,7 +28,7 @@ from bedrock_spend_cli.report_cmd import readable_usd
 from bedrock_spend_cli.report_html import PALETTE
 from bedrock_spend_local.server import LocalStack
 from tests.e2e.conftest import Reply, aws_client, cli, emulator_billed, http, mint_key
-from tests.helpers import claude_body
+from tests.helpers import claude_body, usage_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -92,7 +92,7 @@ def ledger_sums(stack: LocalStack, principal: str) -> dict[str, dict[str, Any]]:
         ExpressionAttributeValues={":pk": {"S": f"USAGE#{principal}"}},
     )["Items"]
     sums: dict[str, dict[str, Any]] = {}
-    for item in items:
+    for item in usage_records(items):
         row = sums.setdefault(
             item["ModelId"]["S"], {"calls": 0, "input": 0, "output": 0, "cost": Decimal(0), "unpriced": 0}
         )

@@ -28,7 +28,7 @@ import pytest
 
 from bedrock_spend_local.server import LocalStack
 from tests.e2e.conftest import aws_client, emulator_billed, mint_key
-from tests.helpers import claude_body
+from tests.helpers import claude_body, usage_records
 
 pytestmark = pytest.mark.e2e
 
@@ -123,7 +123,7 @@ def ledger_for(stack: LocalStack, principal: str) -> list[dict[str, Any]]:
         KeyConditionExpression="PK = :pk",
         ExpressionAttributeValues={":pk": {"S": f"USAGE#{principal}"}},
     )["Items"]
-    return list(items)
+    return usage_records(items)
 
 
 def assert_recorded_as_billed(stack: LocalStack, principal: str, operation: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from tests.helpers import (
     served_over_http,
     spy_on_bedrock,
     stream_messages,
+    usage_records,
 )
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -105,8 +106,7 @@ def assert_json_error(response: dict[str, Any], status: int, error_type: str) ->
 
 
 def ledger_items(dynamodb: Any) -> list[dict[str, Any]]:
-    items = dynamodb.scan(TableName=USAGE_TABLE)["Items"]
-    return [i for i in items if i["PK"]["S"].startswith("USAGE#")]
+    return usage_records(dynamodb.scan(TableName=USAGE_TABLE)["Items"])
 
 
 def unsaved_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 
 from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event
-from tests.helpers import BedrockTraffic, header, spy_on_bedrock
+from tests.helpers import BedrockTraffic, header, spy_on_bedrock, usage_records
 
 REEL = "amazon.nova-reel-v1:0"
 REEL_11 = "amazon.nova-reel-v1:1"
@@ -74,8 +74,7 @@ def text_video(seconds: int = 6, text: str = "a red kite over the sea") -> dict[
 
 
 def ledger_items(dynamodb: Any) -> list[dict[str, Any]]:
-    items = dynamodb.scan(TableName=USAGE_TABLE)["Items"]
-    return sorted((i for i in items if i["PK"]["S"].startswith("USAGE#")), key=lambda i: i["SK"]["S"])
+    return usage_records(dynamodb.scan(TableName=USAGE_TABLE)["Items"])
 
 
 def error_of(response: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from tests.helpers import (
     emf_value,
     header,
     metric_names,
+    usage_records,
 )
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -40,8 +41,7 @@ def error_of(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def ledger_items(dynamodb: Any) -> list[dict[str, Any]]:
-    items = dynamodb.scan(TableName=USAGE_TABLE)["Items"]
-    return [item for item in items if item["PK"]["S"].startswith("USAGE#")]
+    return usage_records(dynamodb.scan(TableName=USAGE_TABLE)["Items"])
 
 
 def test_claude_call_returns_the_model_body_and_emits_metrics(

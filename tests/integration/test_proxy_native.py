@@ -24,6 +24,7 @@ from tests.helpers import (
     header,
     spy_on_bedrock,
     stream_messages,
+    usage_records,
 )
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -84,10 +85,7 @@ def error_of(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def ledger_items(dynamodb: Any) -> list[dict[str, Any]]:
-    items = dynamodb.scan(TableName=USAGE_TABLE)["Items"]
-    return sorted(
-        (item for item in items if item["PK"]["S"].startswith("USAGE#")), key=lambda i: i["SK"]["S"]
-    )
+    return usage_records(dynamodb.scan(TableName=USAGE_TABLE)["Items"])
 
 
 # Emulator tally field -> ledger attribute.

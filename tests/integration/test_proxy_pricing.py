@@ -18,6 +18,7 @@ import pytest
 
 from tests import proxy_client
 from tests.conftest import USAGE_TABLE, load_event, reset_caches
+from tests.helpers import usage_records
 
 pytestmark = pytest.mark.usefixtures("proxy_env")
 
@@ -54,7 +55,7 @@ def call(model_id: str, body: dict[str, Any], request_id: str) -> dict[str, Any]
 
 
 def item(dynamodb: Any, request_id: str) -> dict[str, Any]:
-    items = dynamodb.scan(TableName=USAGE_TABLE)["Items"]
+    items = usage_records(dynamodb.scan(TableName=USAGE_TABLE)["Items"])
     [found] = [i for i in items if i.get("RequestId", {}).get("S") == request_id]
     return found
 

@@ -37,6 +37,7 @@ import pytest
 
 from bedrock_spend_local.server import LocalStack
 from tests.e2e.conftest import aws_client, emulator_billed, mint_key, running_stack, tls_context
+from tests.helpers import usage_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -213,7 +214,7 @@ def drive(
 
 
 RECORD_ATTRIBUTES = (
-    "RequestId, RequestedAt, PrincipalId, ModelId, CostMicroUsd, "
+    "PK, SK, RequestId, RequestedAt, PrincipalId, ModelId, CostMicroUsd, "
     "InputTokens, OutputTokens, CacheReadTokens, CacheWrite5mTokens, CacheWrite1hTokens"
 )
 
@@ -283,7 +284,9 @@ def test_concurrent_calls_are_all_answered_and_counted_exactly_once(soak_stack: 
 
     # The ledger holds each billed call exactly once, with exactly the billed tokens.
     principals = {f"User::{user}" for user in USERS}
-    records = [r for p in sorted(principals) for r in partition(stack, f"USAGE#{p}", RECORD_ATTRIBUTES)]
+    records = usage_records(
+        r for p in sorted(principals) for r in partition(stack, f"USAGE#{p}", RECORD_ATTRIBUTES)
+    )
     assert len(records) == CALLS
     by_request = {r["RequestId"]["S"]: r for r in records}
     assert set(by_request) == set(gateway_to_bedrock)

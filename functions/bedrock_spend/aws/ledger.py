@@ -115,6 +115,19 @@ def summary_projection() -> dict[str, Any]:
 # --- items -------------------------------------------------------------------------------------
 
 
+# Parts a call did not use are left out of its record: readers take an absent count as 0, and
+# the zeros of every part would take a typical text call's record past 1 KB (measured: 964
+# bytes with them, about 750 without), doubling its write units. Input and output tokens, and
+# their costs, are always stored: every call has them, and "not reported" reads as 0 here too.
+_ALWAYS_STORED = frozenset(
+    name
+    for part in PARTS
+    for count in part.counts
+    if count.optional
+    for name in (count.attribute, part.cost_attribute)
+)
+
+
 def to_item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
     usage, cost = record.usage, record.cost
     when = record.requested_at.astimezone(UTC)
@@ -133,11 +146,19 @@ def to_item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
         "ModelId": record.model_id,
         "BaseModel": record.base_model or "",
         "Region": record.region,
-        **{count.attribute: usage.count(count.field) for count in COUNTS},
+        **{
+            count.attribute: n
+            for count in COUNTS
+            if (n := usage.count(count.field)) or count.attribute in _ALWAYS_STORED
+        },
         "UsageSource": usage.source,
         "Priced": cost.priced,
         "CostMicroUsd": cost.total,
-        **{part.cost_attribute: cost.of(part) for part in PARTS},
+        **{
+            part.cost_attribute: value
+            for part in PARTS
+            if (value := cost.of(part)) or part.cost_attribute in _ALWAYS_STORED
+        },
         "PriceBookVersion": cost.price_book_version,
         "ExpiresAt": int((when + timedelta(days=ttl_days)).timestamp()),
     }
