@@ -341,7 +341,7 @@ def _read_book(path: str) -> PriceBook:
 
 
 def _tokens(count: int, usd_per_million: Decimal | None, part: str, model_id: str) -> Decimal:
-    """tokens x USD per 1M tokens = micro-USD, exactly."""
+    """tokens x USD per 1M tokens = micro-USD, exactly (also any count x micro-USD per unit)."""
     if count == 0:
         return ZERO
     if count < 0:
@@ -353,13 +353,8 @@ def _tokens(count: int, usd_per_million: Decimal | None, part: str, model_id: st
 
 def _units(count: int, usd: Decimal | None, part: str, model_id: str) -> Decimal:
     """units x USD per unit x 10^6 = micro-USD, exactly."""
-    if count == 0:
-        return ZERO
-    if count < 0:
-        raise _UnpricedError(f"negative {part} count {count}")
-    if usd is None:
-        raise _UnpricedError(f"{model_id} has no {part} price")
-    return _EXACT.multiply(_EXACT.multiply(Decimal(count), usd), MICRO_PER_USD)
+    micro_usd = None if usd is None else _EXACT.multiply(usd, MICRO_PER_USD)
+    return _tokens(count, micro_usd, part, model_id)
 
 
 def _images(count: int, usage: Usage, entry: ModelPrices) -> Decimal:

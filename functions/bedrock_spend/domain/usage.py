@@ -314,13 +314,19 @@ class CompatStreamUsage:
 
 def _read_responses(obj: object) -> _Parts:
     u = _get(obj, "usage")
-    total_input = _count(_get(u, "input_tokens"))
-    cached = _count(_get(_get(u, "input_tokens_details"), "cached_tokens"))
-    if total_input is not None and cached is not None:
-        # Like Chat Completions, input_tokens includes the cached part.
-        cached = min(cached, total_input)
-        total_input -= cached
+    # Like Chat Completions, input_tokens includes the cached part.
+    total_input, cached = _without_cached(
+        _count(_get(u, "input_tokens")), _count(_get(_get(u, "input_tokens_details"), "cached_tokens"))
+    )
     return _Parts(input=total_input, output=_count(_get(u, "output_tokens")), cache_read=cached)
+
+
+def _without_cached(total: int | None, cached: int | None) -> tuple[int | None, int | None]:
+    """(non-cached input, cached input) from a total that includes the cached part."""
+    if total is None or cached is None:
+        return total, cached
+    cached = min(cached, total)
+    return total - cached, cached
 
 
 # --- readers: each takes decoded JSON of unknown shape and returns what it could read ---
@@ -378,12 +384,10 @@ def _read_llama(obj: object) -> _Parts:
 
 def _read_openai_style(obj: object) -> _Parts:
     u = _get(obj, "usage")
-    prompt = _count(_get(u, "prompt_tokens"))
-    cached = _count(_get(_get(u, "prompt_tokens_details"), "cached_tokens"))
-    if prompt is not None and cached is not None:
-        # OpenAI counts cached tokens inside prompt_tokens; Usage.input_tokens is non-cached.
-        cached = min(cached, prompt)
-        prompt -= cached
+    # OpenAI counts cached tokens inside prompt_tokens; Usage.input_tokens is non-cached.
+    prompt, cached = _without_cached(
+        _count(_get(u, "prompt_tokens")), _count(_get(_get(u, "prompt_tokens_details"), "cached_tokens"))
+    )
     return _Parts(input=prompt, output=_count(_get(u, "completion_tokens")), cache_read=cached)
 
 
